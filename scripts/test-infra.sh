@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Starts what the integration tests and benchmarks need on a machine that may have none of it:
+# a Docker engine (Debian's docker.io, when none answers), a throwaway Ceph RADOS Gateway on
+# loopback (a real S3 with SigV4, pagination, multipart and conditional writes), and a static
+# busybox for FROM-scratch test images.
+#   scripts/test-infra.sh up     start both (idempotent); prints the S3 environment to use
+#   scripts/test-infra.sh down   stop the gateway and remove its data
+#   scripts/test-infra.sh env    print the environment variables for the running gateway
+set -euo pipefail
+
+RGW_DIR=${RGW_DIR:-/tmp/s3dock-rgw}
+RGW_PORT=${RGW_PORT:-7480}
+MON_PORT=${MON_PORT:-16789}
+ACCESS_KEY=${RGW_ACCESS_KEY:-s3dock-test}
+SECRET_KEY=${RGW_SECRET_KEY:-s3dock-test-secret}
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$(id -u)" = 0 ] || { echo "need root to install: ${missing[*]}" >&2; exit 1; }
+  apt-get update >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+docker_up() {
+  if docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then return 0; fi
+  apt_install docker.io iptables
+  nohup dockerd >"${DOCKERD_LOG:-/tmp/s3dock-dockerd.log}" 2>&1 &
+  for _ in $(seq 1 60); do docker version >/dev/null 2>&1 && return 0; sleep 1; done
+  echo "dockerd did not come up; see ${DOCKERD_LOG:-/tmp/s3dock-dockerd.log}" >&2
+  exit 1
+}
+
+rgw_answers() { curl -s -o /dev/null "http://127.0.0.1:$RGW_PORT"; }
+
+rgw_down() {
+  if [ -d "$RGW_DIR/run" ]; then
+    for pidfile in "$RGW_DIR"/run/*.pid; do
+      [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+    done
+    sleep 1
+  fi
+  rm -rf "$RGW_DIR"
+}
+
+rgw_up() {
+  if rgw_answers && [ -f "$RGW_DIR/ready" ]; then return 0; fi
+  apt_install ceph-mon ceph-osd radosgw ceph-common curl
+  rgw_down
+  mkdir -p "$RGW_DIR"/{mon,osd0,run,log,rgw}
+  local fsid
+  fsid=$(cat /proc/sys/kernel/random/uuid)
+  cat >"$RGW_DIR/ceph.conf" <<CONF
+[global]
+fsid = $fsid
+mon host = v2:127.0.0.1:$MON_PORT
+osd pool default size = 1
+osd pool default min size = 1
+osd crush chooseleaf type = 0
+mon allow pool size one = true
+mon warn on pool no redundancy = false
+auth allow insecure global id reclaim = false
+osd objectstore = memstore
+memstore device bytes = ${RGW_MEM_BYTES:-8589934592}
+run dir = $RGW_DIR/run
+admin socket = $RGW_DIR/run/\$name.asok
+log file = $RGW_DIR/log/\$name.log
+pid file = $RGW_DIR/run/\$name.pid
+keyring = $RGW_DIR/\$name.keyring
+[mon.a]
+mon data = $RGW_DIR/mon
+[osd.0]
+osd data = $RGW_DIR/osd0
+[client.rgw.a]
+rgw frontends = beast endpoint=127.0.0.1:$RGW_PORT
+rgw data = $RGW_DIR/rgw
+CONF
+  export CEPH_CONF=$RGW_DIR/ceph.conf
+  ceph-authtool --create-keyring "$RGW_DIR/mon.a.keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
+  ceph-authtool --create-keyring "$RGW_DIR/client.admin.keyring" --gen-key -n client.admin \
+    --cap mon 'allow *' --cap osd 'allow *' --cap mgr 'allow *' >/dev/null
+  ceph-authtool "$RGW_DIR/mon.a.keyring" --import-keyring "$RGW_DIR/client.admin.keyring" >/dev/null
+  monmaptool --create --addv a "v2:127.0.0.1:$MON_PORT" --fsid "$fsid" "$RGW_DIR/monmap" >/dev/null
+  ceph-mon --mkfs -i a --monmap "$RGW_DIR/monmap" --keyring "$RGW_DIR/mon.a.keyring"
+  ceph-mon -i a
+  ceph -n client.admin osd create >/dev/null
+  ceph auth get-or-create osd.0 mon 'allow profile osd' osd 'allow *' mgr 'allow profile osd' \
+    -o "$RGW_DIR/osd.0.keyring" >/dev/null
+  ceph-osd -i 0 --mkfs >/dev/null 2>&1
+  ceph-osd -i 0 2>/dev/null
+  ceph osd crush add osd.0 1.0 host=localhost >/dev/null 2>&1 || true
+  ceph osd crush move localhost root=default >/dev/null 2>&1 || true
+  ceph auth get-or-create client.rgw.a mon 'allow rw' osd 'allow rwx' \
+    -o "$RGW_DIR/client.rgw.a.keyring" >/dev/null
+  radosgw -n client.rgw.a
+  for _ in $(seq 1 90); do rgw_answers && break; sleep 1; done
+  rgw_answers || { echo "radosgw did not come up; see $RGW_DIR/log" >&2; exit 1; }
+  radosgw-admin user create --uid=s3dock-test --display-name=s3dock-test \
+    --access-key="$ACCESS_KEY" --secret="$SECRET_KEY" >/dev/null
+  touch "$RGW_DIR/ready"
+}
+
+print_env() {
+  cat <<ENV
+export S3DOCK_TEST_ENDPOINT=http://127.0.0.1:$RGW_PORT
+export S3DOCK_TEST_ACCESS_KEY=$ACCESS_KEY
+export S3DOCK_TEST_SECRET_KEY=$SECRET_KEY
+export S3DOCK_TEST_REGION=us-east-1
+ENV
+}
+
+case "${1:-up}" in
+  up)
+    apt_install busybox-static
+    docker_up
+    rgw_up
+    echo "docker engine and radosgw ready (http://127.0.0.1:$RGW_PORT)" >&2
+    print_env
+    ;;
+  down) rgw_down ;;
+  env) print_env ;;
+  *) echo "usage: $0 up|down|env" >&2; exit 2 ;;
+esac

@@ -1,0 +1,198 @@
+/** The Docker engine as the services see it, and its implementation over dockerode. */
+import type { Readable } from "node:stream";
+import Docker from "dockerode";
+import { IntegrityError, NotFoundError, RemoteError, S3dockError } from "../errors.js";
+
+export interface ImageInfo {
+  /** `sha256:…`, the config digest: equal IDs mean equal images. */
+  readonly id: string;
+  readonly repoTags: readonly string[];
+  /** The layers' diff IDs, bottom first. */
+  readonly layers: readonly string[];
+  readonly labels: Readonly<Record<string, string>>;
+  readonly size: number;
+  readonly hasHealthcheck: boolean;
+}
+
+export interface BuildOptions {
+  readonly tag: string;
+  readonly dockerfile: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly platform: string | undefined;
+  /** Each line of the daemon's build output, as it arrives. */
+  readonly onOutput: (line: string) => void;
+}
+
+export interface DockerEngine {
+  /** Where the engine is, for messages: the socket path or DOCKER_HOST. */
+  readonly address: string;
+  inspectImage(reference: string): Promise<ImageInfo | undefined>;
+  /** `docker save`: the image as a tar stream. */
+  saveImage(reference: string): Promise<Readable>;
+  /** `docker load`: resolves with the loaded image names; rejects when the engine reports an error in the stream. */
+  loadImage(tar: Readable): Promise<string[]>;
+  buildImage(context: Readable, options: BuildOptions): Promise<void>;
+  /** Images whose repository is `repository`, as `repository:tag` with their IDs. */
+  listImageTags(repository: string): Promise<{ tag: string; id: string; created: Date }[]>;
+  removeImage(reference: string): Promise<void>;
+  /** The image IDs that any container (running or not) was created from. */
+  imageIdsInUse(): Promise<Set<string>>;
+}
+
+interface JsonMessage {
+  stream?: string;
+  status?: string;
+  error?: string;
+  errorDetail?: { message?: string };
+  aux?: { ID?: string };
+}
+
+export function dockerAddress(env: Readonly<Record<string, string | undefined>> = process.env): string {
+  return env.DOCKER_HOST ?? "unix:///var/run/docker.sock";
+}
+
+/** Reads the engine's newline-delimited JSON progress stream, failing on the first embedded error. */
+export async function readJsonMessages(stream: Readable, onMessage: (message: JsonMessage) => void): Promise<void> {
+  let pending = "";
+  const handle = (line: string) => {
+    if (line.trim() === "") return;
+    let message: JsonMessage;
+    try {
+      message = JSON.parse(line) as JsonMessage;
+    } catch {
+      message = { stream: line };
+    }
+    if (message.error || message.errorDetail?.message) {
+      throw new RemoteError(`the Docker engine reported: ${(message.errorDetail?.message ?? message.error)!.trim()}`);
+    }
+    onMessage(message);
+  };
+  for await (const chunk of stream) {
+    pending += chunk.toString("utf8");
+    const lines = pending.split("\n");
+    pending = lines.pop()!;
+    for (const line of lines) handle(line);
+  }
+  handle(pending);
+}
+
+export class DockerodeEngine implements DockerEngine {
+  readonly address: string;
+  protected readonly docker: Docker;
+
+  constructor(options: { timeoutMs?: number; env?: Readonly<Record<string, string | undefined>> } = {}) {
+    this.address = dockerAddress(options.env);
+    this.docker = new Docker(options.timeoutMs ? { timeout: options.timeoutMs } : undefined);
+  }
+
+  /** One message for "no engine there", the most common failure on a fresh host. */
+  protected failure(error: unknown, action: string): S3dockError {
+    if (error instanceof S3dockError) return error;
+    const code = (error as { code?: string }).code;
+    if (code === "ECONNREFUSED" || code === "ENOENT" || code === "EACCES" || code === "ETIMEDOUT" || code === "EHOSTUNREACH") {
+      return new RemoteError(
+        `cannot reach the Docker engine at ${this.address} (${code}): is dockerd running, and may this user use it? (set DOCKER_HOST to use another engine)`,
+        { cause: error },
+      );
+    }
+    const status = (error as { statusCode?: number }).statusCode;
+    const reason = (error as { json?: { message?: string } }).json?.message ?? (error as Error).message;
+    if (status === 404) return new NotFoundError(`${action}: ${reason}`, { cause: error });
+    return new RemoteError(`${action}: ${reason}`, { cause: error });
+  }
+
+  async inspectImage(reference: string): Promise<ImageInfo | undefined> {
+    try {
+      const info = await this.docker.getImage(reference).inspect();
+      return {
+        id: info.Id,
+        repoTags: info.RepoTags ?? [],
+        layers: info.RootFS?.Layers ?? [],
+        labels: info.Config?.Labels ?? {},
+        size: info.Size,
+        hasHealthcheck: Boolean(info.Config?.Healthcheck?.Test?.length && info.Config.Healthcheck.Test[0] !== "NONE"),
+      };
+    } catch (error) {
+      if ((error as { statusCode?: number }).statusCode === 404) return undefined;
+      throw this.failure(error, `inspect image ${reference}`);
+    }
+  }
+
+  async saveImage(reference: string): Promise<Readable> {
+    try {
+      return (await this.docker.getImage(reference).get()) as unknown as Readable;
+    } catch (error) {
+      throw this.failure(error, `export image ${reference}`);
+    }
+  }
+
+  async loadImage(tar: Readable): Promise<string[]> {
+    let response: Readable;
+    try {
+      response = (await this.docker.loadImage(tar, { quiet: true })) as unknown as Readable;
+    } catch (error) {
+      throw this.failure(error, "load image");
+    }
+    const loaded: string[] = [];
+    await readJsonMessages(response, (message) => {
+      const match = /Loaded image(?: ID)?: (\S+)/.exec(message.stream ?? "");
+      if (match) loaded.push(match[1]!);
+    });
+    if (loaded.length === 0) throw new IntegrityError("the Docker engine loaded no image from the archive");
+    return loaded;
+  }
+
+  async buildImage(context: Readable, options: BuildOptions): Promise<void> {
+    let response: Readable;
+    try {
+      response = (await this.docker.buildImage(context, {
+        t: options.tag,
+        dockerfile: options.dockerfile,
+        labels: { ...options.labels },
+        platform: options.platform,
+        rm: true,
+        forcerm: true,
+      })) as unknown as Readable;
+    } catch (error) {
+      throw this.failure(error, `build ${options.tag}`);
+    }
+    try {
+      await readJsonMessages(response, (message) => {
+        const text = message.stream ?? message.status;
+        if (text) for (const line of text.split("\n")) if (line.trim() !== "") options.onOutput(line);
+      });
+    } catch (error) {
+      throw new RemoteError(`build of ${options.tag} failed: ${(error as Error).message.replace(/^the Docker engine reported: /, "")}`);
+    }
+  }
+
+  async listImageTags(repository: string): Promise<{ tag: string; id: string; created: Date }[]> {
+    try {
+      const images = await this.docker.listImages({ filters: { reference: [repository] } });
+      return images.flatMap((image) =>
+        (image.RepoTags ?? [])
+          .filter((tag) => tag.startsWith(`${repository}:`))
+          .map((tag) => ({ tag, id: image.Id, created: new Date(image.Created * 1000) })),
+      );
+    } catch (error) {
+      throw this.failure(error, `list images of ${repository}`);
+    }
+  }
+
+  async removeImage(reference: string): Promise<void> {
+    try {
+      await this.docker.getImage(reference).remove({ noprune: false });
+    } catch (error) {
+      throw this.failure(error, `remove image ${reference}`);
+    }
+  }
+
+  async imageIdsInUse(): Promise<Set<string>> {
+    try {
+      const containers = await this.docker.listContainers({ all: true });
+      return new Set(containers.map((container) => container.ImageID));
+    } catch (error) {
+      throw this.failure(error, "list containers");
+    }
+  }
+}

@@ -1,0 +1,399 @@
+/** The object store the services use, and its implementation over the AWS SDK. */
+import { randomUUID } from "node:crypto";
+import { Agent as HttpAgent } from "node:http";
+import { Agent as HttpsAgent } from "node:https";
+import type { Readable } from "node:stream";
+import {
+  AbortMultipartUploadCommand,
+  CopyObjectCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+} from "@aws-sdk/client-s3";
+import { Upload } from "@aws-sdk/lib-storage";
+import { NodeHttpHandler } from "@smithy/node-http-handler";
+import type { Logger } from "pino";
+import { ConflictError, NotFoundError, RemoteError, S3dockError } from "../errors.js";
+
+export interface ObjectInfo {
+  readonly key: string;
+  readonly size: number;
+  readonly etag: string;
+  readonly lastModified: Date | undefined;
+}
+
+export interface StoredText {
+  readonly text: string;
+  readonly etag: string;
+}
+
+/** Create-only, or replace exactly the version that was read. */
+export type WriteCondition = { readonly ifNoneMatch: true } | { readonly ifMatch: string };
+
+export interface UploadOptions {
+  readonly partSizeBytes: number;
+  readonly concurrency: number;
+  readonly onProgress?: (uploadedBytes: number) => void;
+}
+
+export interface PendingUpload {
+  readonly key: string;
+  readonly uploadId: string;
+  readonly initiated: Date | undefined;
+}
+
+export interface ObjectStore {
+  readonly bucket: string;
+  /** `s3://bucket/key`, for messages. */
+  url(key: string): string;
+  head(key: string): Promise<ObjectInfo | undefined>;
+  getText(key: string): Promise<StoredText | undefined>;
+  /** Throws ConflictError when the condition does not hold. */
+  putText(key: string, text: string, condition?: WriteCondition): Promise<{ etag: string }>;
+  /** Streams a body of unknown length into the key; the object appears whole or not at all. */
+  upload(key: string, body: Readable, options: UploadOptions): Promise<{ etag: string }>;
+  getRange(key: string, start: number, endInclusive: number, signal?: AbortSignal): Promise<Buffer>;
+  getStream(key: string): Promise<Readable>;
+  copy(sourceKey: string, destinationKey: string): Promise<void>;
+  delete(key: string): Promise<void>;
+  list(prefix: string): AsyncIterable<ObjectInfo>;
+  /** The common prefixes one level below `prefix` (delimiter `/`). */
+  listPrefixes(prefix: string): Promise<string[]>;
+  listPendingUploads(prefix: string): Promise<PendingUpload[]>;
+  abortUpload(upload: PendingUpload): Promise<void>;
+  /** Whether the server honours If-None-Match / If-Match on PUT; probed once. */
+  conditionalWritesHonoured(): Promise<boolean>;
+}
+
+export interface S3StoreOptions {
+  readonly bucket: string;
+  readonly region: string;
+  readonly endpoint: string | undefined;
+  readonly credentials: { readonly accessKeyId: string; readonly secretAccessKey: string } | undefined;
+  readonly retryCount: number;
+  readonly maxSockets: number;
+  readonly logger: Logger;
+}
+
+const TRANSIENT_NETWORK = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH"]);
+
+/**
+ * An endpoint whose host starts with the bucket name (`https://bucket.s3.region.wasabisys.com`) is
+ * still addressed path-style by the Go tool, so every key there carries a `bucket/` prefix.
+ */
+export function keyPrefixFor(bucket: string, endpoint: string | undefined): string {
+  if (!endpoint) return "";
+  try {
+    return new URL(endpoint).hostname.startsWith(`${bucket}.`) ? `${bucket}/` : "";
+  } catch {
+    return "";
+  }
+}
+
+export class S3ObjectStore implements ObjectStore {
+  readonly bucket: string;
+  private readonly client: S3Client;
+  private readonly prefix: string;
+  private readonly logger: Logger;
+  private conditionalProbe: Promise<boolean> | undefined;
+
+  constructor(options: S3StoreOptions) {
+    this.bucket = options.bucket;
+    this.logger = options.logger;
+    this.prefix = keyPrefixFor(options.bucket, options.endpoint);
+    const agentOptions = { keepAlive: true, maxSockets: options.maxSockets };
+    this.client = new S3Client({
+      region: options.region,
+      endpoint: options.endpoint,
+      forcePathStyle: options.endpoint !== undefined,
+      credentials: options.credentials,
+      maxAttempts: options.retryCount + 1,
+      retryMode: "standard",
+      // S3-compatible servers lag behind AWS's newest checksum headers: send and check them only when an API requires it.
+      requestChecksumCalculation: "WHEN_REQUIRED",
+      responseChecksumValidation: "WHEN_REQUIRED",
+      requestHandler: new NodeHttpHandler({
+        httpAgent: new HttpAgent(agentOptions),
+        httpsAgent: new HttpsAgent(agentOptions),
+        connectionTimeout: 10_000,
+        requestTimeout: 120_000,
+      }),
+    });
+  }
+
+  url(key: string): string {
+    return `s3://${this.bucket}/${key}`;
+  }
+
+  private fullKey(key: string): string {
+    return this.prefix + key;
+  }
+
+  /** Turns SDK and network failures into one line that says what to do. */
+  private failure(error: unknown, action: string, key?: string): S3dockError {
+    if (error instanceof S3dockError) return error;
+    const where = key === undefined ? `s3://${this.bucket}` : this.url(key);
+    const name = (error as { name?: string }).name ?? "";
+    const code = (error as { code?: string }).code ?? "";
+    const status = error instanceof S3ServiceException ? error.$metadata.httpStatusCode : undefined;
+    if (name === "NoSuchBucket") {
+      return new NotFoundError(`bucket ${this.bucket} does not exist: create it, or choose another with --bucket or the profile`, { cause: error });
+    }
+    if (name === "AccessDenied" || name === "InvalidAccessKeyId" || name === "SignatureDoesNotMatch" || status === 403) {
+      return new RemoteError(`access denied: cannot ${action} ${where} (${name || status}); check the profile's credentials and the bucket policy`, { cause: error });
+    }
+    if (TRANSIENT_NETWORK.has(code) || TRANSIENT_NETWORK.has(name) || name === "TimeoutError") {
+      return new RemoteError(`cannot reach the S3 endpoint to ${action} ${where} (${code || name}); check the endpoint and the network`, { cause: error });
+    }
+    const message = (error as Error).message ?? String(error);
+    return new RemoteError(`cannot ${action} ${where}: ${name ? `${name}: ` : ""}${message}`, { cause: error });
+  }
+
+  private static isMissing(error: unknown): boolean {
+    const name = (error as { name?: string }).name;
+    return name === "NoSuchKey" || name === "NotFound" || (error instanceof S3ServiceException && error.$metadata.httpStatusCode === 404 && name !== "NoSuchBucket");
+  }
+
+  private static isPreconditionFailed(error: unknown): boolean {
+    const name = (error as { name?: string }).name;
+    const status = error instanceof S3ServiceException ? error.$metadata.httpStatusCode : undefined;
+    return name === "PreconditionFailed" || status === 412 || name === "ConditionalRequestConflict" || status === 409;
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key) }));
+      return { key, size: out.ContentLength ?? 0, etag: out.ETag ?? "", lastModified: out.LastModified };
+    } catch (error) {
+      if (S3ObjectStore.isMissing(error)) return undefined;
+      throw this.failure(error, "read", key);
+    }
+  }
+
+  async getText(key: string): Promise<StoredText | undefined> {
+    try {
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key) }));
+      return { text: await out.Body!.transformToString("utf8"), etag: out.ETag ?? "" };
+    } catch (error) {
+      if (S3ObjectStore.isMissing(error)) return undefined;
+      throw this.failure(error, "read", key);
+    }
+  }
+
+  async putText(key: string, text: string, condition?: WriteCondition): Promise<{ etag: string }> {
+    if (condition && !(await this.conditionalWritesHonoured())) return this.putTextCheckedByReadBack(key, text, condition);
+    try {
+      const out = await this.client.send(
+        new PutObjectCommand({
+          Bucket: this.bucket,
+          Key: this.fullKey(key),
+          Body: text,
+          ContentType: "application/json",
+          IfNoneMatch: condition && "ifNoneMatch" in condition ? "*" : undefined,
+          IfMatch: condition && "ifMatch" in condition ? condition.ifMatch : undefined,
+        }),
+      );
+      return { etag: out.ETag ?? "" };
+    } catch (error) {
+      if (condition && S3ObjectStore.isPreconditionFailed(error)) {
+        throw new ConflictError(`${this.url(key)} was changed by someone else (${"ifNoneMatch" in condition ? "it already exists" : "it is no longer the version read"})`);
+      }
+      throw this.failure(error, "write", key);
+    }
+  }
+
+  /** For servers that ignore conditional headers: check, write, then read back to see whose write stands. */
+  private async putTextCheckedByReadBack(key: string, text: string, condition: WriteCondition): Promise<{ etag: string }> {
+    const current = await this.head(key);
+    const expected = "ifNoneMatch" in condition ? undefined : condition.ifMatch;
+    if ((current?.etag ?? undefined) !== expected) {
+      throw new ConflictError(`${this.url(key)} was changed by someone else (checked by read-back: this server ignores conditional writes)`);
+    }
+    await this.putTextUnconditional(key, text);
+    const stored = await this.getText(key);
+    if (stored?.text !== text) {
+      throw new ConflictError(`${this.url(key)} was changed by someone else while writing (checked by read-back)`);
+    }
+    return { etag: stored.etag };
+  }
+
+  private async putTextUnconditional(key: string, text: string): Promise<void> {
+    try {
+      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key), Body: text, ContentType: "application/json" }));
+    } catch (error) {
+      throw this.failure(error, "write", key);
+    }
+  }
+
+  conditionalWritesHonoured(): Promise<boolean> {
+    this.conditionalProbe ??= this.probeConditionalWrites();
+    return this.conditionalProbe;
+  }
+
+  private async probeConditionalWrites(): Promise<boolean> {
+    const key = this.fullKey(`.s3dock/probe/${randomUUID()}`);
+    const put = () => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: "probe", IfNoneMatch: "*" }));
+    try {
+      await put();
+    } catch (error) {
+      throw this.failure(error, "write", key);
+    }
+    let honoured = false;
+    try {
+      await put();
+    } catch (error) {
+      if (!S3ObjectStore.isPreconditionFailed(error)) throw this.failure(error, "write", key);
+      honoured = true;
+    } finally {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })).catch(() => undefined);
+    }
+    this.logger.debug(
+      honoured ? "the S3 server honours conditional writes" : "the S3 server ignores conditional writes: falling back to checked read-back",
+    );
+    return honoured;
+  }
+
+  async upload(key: string, body: Readable, options: UploadOptions): Promise<{ etag: string }> {
+    const upload = new Upload({
+      client: this.client,
+      params: { Bucket: this.bucket, Key: this.fullKey(key), Body: body },
+      partSize: options.partSizeBytes,
+      queueSize: options.concurrency,
+      leavePartsOnError: false,
+    });
+    if (options.onProgress) {
+      const report = options.onProgress;
+      upload.on("httpUploadProgress", (progress) => report(progress.loaded ?? 0));
+    }
+    try {
+      const out = await upload.done();
+      return { etag: out.ETag ?? "" };
+    } catch (error) {
+      throw this.failure(error, "upload", key);
+    }
+  }
+
+  async getRange(key: string, start: number, endInclusive: number, signal?: AbortSignal): Promise<Buffer> {
+    try {
+      const out = await this.client.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key), Range: `bytes=${start}-${endInclusive}` }),
+        { abortSignal: signal },
+      );
+      return Buffer.from(await out.Body!.transformToByteArray());
+    } catch (error) {
+      if (S3ObjectStore.isMissing(error)) throw new NotFoundError(`${this.url(key)} does not exist`);
+      throw this.failure(error, "download", key);
+    }
+  }
+
+  async getStream(key: string): Promise<Readable> {
+    try {
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key) }));
+      return out.Body as Readable;
+    } catch (error) {
+      if (S3ObjectStore.isMissing(error)) throw new NotFoundError(`${this.url(key)} does not exist`);
+      throw this.failure(error, "download", key);
+    }
+  }
+
+  async copy(sourceKey: string, destinationKey: string): Promise<void> {
+    try {
+      await this.client.send(
+        new CopyObjectCommand({
+          Bucket: this.bucket,
+          Key: this.fullKey(destinationKey),
+          CopySource: encodeURI(`${this.bucket}/${this.fullKey(sourceKey)}`),
+        }),
+      );
+    } catch (error) {
+      throw this.failure(error, "copy", sourceKey);
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key) }));
+    } catch (error) {
+      throw this.failure(error, "delete", key);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    let token: string | undefined;
+    do {
+      let page;
+      try {
+        page = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.fullKey(prefix), ContinuationToken: token }),
+        );
+      } catch (error) {
+        throw this.failure(error, "list", prefix);
+      }
+      for (const object of page.Contents ?? []) {
+        yield {
+          key: object.Key!.slice(this.prefix.length),
+          size: object.Size ?? 0,
+          etag: object.ETag ?? "",
+          lastModified: object.LastModified,
+        };
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async listPrefixes(prefix: string): Promise<string[]> {
+    const prefixes: string[] = [];
+    let token: string | undefined;
+    do {
+      let page;
+      try {
+        page = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.fullKey(prefix), Delimiter: "/", ContinuationToken: token }),
+        );
+      } catch (error) {
+        throw this.failure(error, "list", prefix);
+      }
+      for (const common of page.CommonPrefixes ?? []) prefixes.push(common.Prefix!.slice(this.prefix.length));
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    return prefixes;
+  }
+
+  async listPendingUploads(prefix: string): Promise<PendingUpload[]> {
+    const uploads: PendingUpload[] = [];
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    for (;;) {
+      let page;
+      try {
+        page = await this.client.send(
+          new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: this.fullKey(prefix), KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
+        );
+      } catch (error) {
+        throw this.failure(error, "list uploads under", prefix);
+      }
+      for (const upload of page.Uploads ?? []) {
+        uploads.push({ key: upload.Key!.slice(this.prefix.length), uploadId: upload.UploadId!, initiated: upload.Initiated });
+      }
+      if (!page.IsTruncated) return uploads;
+      keyMarker = page.NextKeyMarker;
+      uploadIdMarker = page.NextUploadIdMarker;
+    }
+  }
+
+  async abortUpload(upload: PendingUpload): Promise<void> {
+    try {
+      await this.client.send(
+        new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: this.fullKey(upload.key), UploadId: upload.uploadId }),
+      );
+    } catch (error) {
+      if (S3ObjectStore.isMissing(error)) return;
+      throw this.failure(error, "abort the upload of", upload.key);
+    }
+  }
+}

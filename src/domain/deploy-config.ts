@@ -1,0 +1,56 @@
+/** The `deploy` section of the config file: how `deploy --blue-green` runs an app's containers. */
+import { z } from "zod";
+
+const deploySettingsShape = {
+  /** The port the app listens on inside the container. */
+  port: z.number().int().min(1).max(65535).optional(),
+  health: z
+    .strictObject({
+      /** HTTP path probed inside the new container; without it the image's own HEALTHCHECK decides. */
+      http_path: z.string().startsWith("/").optional(),
+      timeout_seconds: z.number().positive().max(3600).optional(),
+      interval_seconds: z.number().positive().max(60).optional(),
+    })
+    .optional(),
+  /** User-defined Docker network both colors join; the live one carries the alias. */
+  network: z.string().min(1).optional(),
+  /** The stable DNS name the proxy resolves; defaults to `{app}-{env}`. */
+  alias: z.string().min(1).optional(),
+  env: z.record(z.string(), z.string()).optional(),
+  env_file: z.string().min(1).optional(),
+  volumes: z.array(z.string().min(1)).optional(),
+  restart: z.enum(["no", "always", "unless-stopped", "on-failure"]).optional(),
+  memory: z.string().regex(/^\d+[bkmg]?$/i, "use e.g. 512m or 2g").optional(),
+  cpus: z.number().positive().optional(),
+  user: z.string().min(1).optional(),
+  /** Host-port mode (`8080:8080`): the simplest setup, with a short gap while the port moves. */
+  publish: z.string().regex(/^(\d+\.\d+\.\d+\.\d+:)?\d+:\d+$/, "use HOSTPORT:CONTAINERPORT").optional(),
+  command: z.array(z.string()).optional(),
+  stop_timeout_seconds: z.number().int().min(0).max(600).optional(),
+};
+
+export const deploySettingsSchema = z.strictObject(deploySettingsShape);
+export type DeploySettings = z.infer<typeof deploySettingsSchema>;
+
+export const deployAppSchema = z.strictObject({
+  ...deploySettingsShape,
+  /** Per-environment overrides of the app's settings. */
+  envs: z.record(z.string(), deploySettingsSchema).optional(),
+});
+
+export const deployConfigSchema = z.strictObject({
+  apps: z.record(z.string(), deployAppSchema).optional(),
+});
+export type DeployConfig = z.infer<typeof deployConfigSchema>;
+
+/** The app's settings with the environment's overrides on top (env maps merge key by key). */
+export function deploySettingsFor(config: DeployConfig, app: string, env: string): DeploySettings {
+  const { envs, ...base } = config.apps?.[app] ?? {};
+  const override = envs?.[env] ?? {};
+  return {
+    ...base,
+    ...override,
+    health: { ...base.health, ...override.health },
+    env: { ...base.env, ...override.env },
+  };
+}

@@ -1,0 +1,79 @@
+/**
+ * The JSON documents in the bucket: image metadata, version tags, environment pointers and audit
+ * events. Field names and value formats are the Go tool's; ours only adds fields. Unknown fields
+ * written by other tools are kept on read.
+ */
+import { z } from "zod";
+import { IntegrityError } from "../errors.js";
+import { isRfc3339 } from "./time.js";
+
+const goTime = z.string().refine(isRfc3339, "not an RFC 3339 time");
+const gitTime = z.string().regex(/^\d{8}-\d{4}$/, "not YYYYMMDD-HHMM");
+const gitHash = z.string().regex(/^[0-9a-f]{7,40}$/, "not a git hash");
+
+export const imageMetadataSchema = z.looseObject({
+  checksum: z.string().regex(/^[0-9a-f]{32}$/, "not an MD5 hex digest"),
+  size: z.number().int().nonnegative(),
+  created_at: goTime,
+  git_hash: gitHash,
+  git_time: gitTime,
+  image_tag: z.string().min(1),
+  app_name: z.string().min(1),
+  // Added by this port; absent on images the Go tool pushed.
+  sha256: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+  image_id: z.string().regex(/^sha256:[0-9a-f]{64}$/).optional(),
+  layers: z.array(z.string()).optional(),
+  uncompressed_size: z.number().int().nonnegative().optional(),
+  compression: z.string().optional(),
+  /** The ETag the object had when this metadata was written: a later mismatch means it was replaced. */
+  object_etag: z.string().optional(),
+  pushed_by: z.string().optional(),
+  pushed_with: z.string().optional(),
+});
+export type ImageMetadata = z.infer<typeof imageMetadataSchema>;
+
+/** A version tag and an environment pointer share one shape. */
+export const pointerSchema = z.looseObject({
+  target_type: z.enum(["image", "tag"]),
+  target_path: z.string().min(1),
+  promoted_at: goTime,
+  promoted_by: z.string(),
+  git_hash: z.string(),
+  git_time: z.string(),
+  source_image: z.string(),
+  source_tag: z.string().optional(),
+});
+export type PointerDocument = z.infer<typeof pointerSchema>;
+
+export const auditEventSchema = z.looseObject({
+  event_type: z.string(),
+  timestamp: goTime,
+  user: z.string(),
+  app_name: z.string(),
+  git_hash: z.string(),
+  git_time: z.string(),
+  details: z.record(z.string(), z.unknown()),
+});
+export type AuditEventDocument = z.infer<typeof auditEventSchema>;
+
+/** Parses a bucket document, naming the object and the first problem when it is not what it claims to be. */
+export function parseDocument<T>(schema: z.ZodType<T>, text: string, where: string): T {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new IntegrityError(`${where} is not valid JSON (${(error as Error).message})`);
+  }
+  const result = schema.safeParse(value);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const field = issue.path.length > 0 ? issue.path.join(".") : "document";
+    throw new IntegrityError(`${where} is not a valid s3dock document: ${field}: ${issue.message}`);
+  }
+  return result.data;
+}
+
+/** Two-space indented JSON, as the Go tool writes. */
+export function serializeDocument(document: object): string {
+  return JSON.stringify(document, null, 2);
+}

@@ -1,0 +1,133 @@
+/**
+ * pull: parallel ranged GETs → digests → gunzip → docker load, overlapped, with no temporary file.
+ * The end of the tar is held back until the whole object's checksum has matched, so the engine can
+ * never finish loading an image from bad bytes.
+ */
+import { pipeline } from "node:stream/promises";
+import { createGunzip } from "node:zlib";
+import { IntegrityError, S3dockError } from "../errors.js";
+import { isImageRef, looksLikeVersion, parseAppName, parseEnvName, parseImageRef, parseVersion } from "../domain/names.js";
+import { DigestTap } from "../transfer/digest.js";
+import { HoldBack } from "../transfer/hold-back.js";
+import { rangedDownload } from "../transfer/ranged-download.js";
+import { AuditLog } from "./audit.js";
+import { ImageCatalog, type StoredImage } from "./catalog.js";
+import type { ServiceContext } from "./context.js";
+import { References } from "./references.js";
+
+export interface PullResult {
+  readonly image_ref: string;
+  readonly source: string;
+  readonly source_type: "environment" | "tag" | "image";
+  readonly skipped: boolean;
+  readonly size: number;
+  readonly duration_ms: number;
+}
+
+/** Larger than the tar's end-of-archive blocks plus the last entry's padding, so the end stays behind. */
+const HOLD_BACK_BYTES = 1024 * 1024;
+const RANGE_BYTES = 8 * 1024 * 1024;
+
+export class Puller {
+  private readonly catalog: ImageCatalog;
+  private readonly references: References;
+  private readonly audit: AuditLog;
+
+  constructor(private readonly ctx: ServiceContext) {
+    this.catalog = new ImageCatalog(ctx.store);
+    this.references = new References(ctx.store, this.catalog);
+    this.audit = new AuditLog(ctx);
+  }
+
+  /** `target` is an environment, a version (`v1.2.0`) or an image tag (`20250721-2118-f7a5a27`). */
+  async resolve(app: string, target: string): Promise<{ image: StoredImage; source: string; sourceType: PullResult["source_type"] }> {
+    parseAppName(app);
+    if (isImageRef(`${app}:${target}`)) {
+      return { image: await this.catalog.require(parseImageRef(`${app}:${target}`)), source: target, sourceType: "image" };
+    }
+    if (looksLikeVersion(target)) {
+      const tag = await this.references.requireTag(app, parseVersion(target));
+      return { image: await this.references.imageOfTag(tag), source: tag.version, sourceType: "tag" };
+    }
+    const resolved = await this.references.resolvePointer(app, parseEnvName(target));
+    return { image: resolved.image, source: target, sourceType: "environment" };
+  }
+
+  async pull(app: string, target: string, options: { force?: boolean } = {}): Promise<PullResult> {
+    const started = Date.now();
+    const { image, source, sourceType } = await this.resolve(app, target);
+    const { docker, logger } = this.ctx;
+    const local = await docker.inspectImage(image.name);
+    const recordedId = image.metadata.image_id;
+    const alreadyLoaded = local !== undefined && (recordedId === undefined || recordedId === local.id);
+    if (alreadyLoaded && !options.force) {
+      logger.info(`${image.name} is already in the Docker engine: skipped`);
+      return this.finish(image, source, sourceType, true, started);
+    }
+    await this.download(image);
+    const loaded = await docker.inspectImage(image.name);
+    if (!loaded) throw new IntegrityError(`${this.ctx.store.url(image.key)} loaded, but it does not contain ${image.name}`);
+    if (recordedId && loaded.id !== recordedId) {
+      throw new IntegrityError(`${image.name} loaded with ID ${loaded.id}, but its metadata records ${recordedId}`);
+    }
+    logger.info(`pulled ${image.name} (${image.metadata.size} bytes)`);
+    return this.finish(image, source, sourceType, false, started);
+  }
+
+  private async download(image: StoredImage): Promise<void> {
+    const { store, docker, transfer, retryCount, progress, logger } = this.ctx;
+    const { size, checksum, sha256 } = image.metadata;
+    const head = await store.head(image.key);
+    if (!head) throw new IntegrityError(`${store.url(image.key)} is missing: its metadata exists but the image object does not`);
+    if (head.size !== size) {
+      throw new IntegrityError(`${store.url(image.key)} is ${head.size} bytes but its metadata records ${size}: refusing to load it`);
+    }
+    const bar = progress.start(`pull ${image.name}`, size, "bytes");
+    const digests = new DigestTap((bytes) => bar.update(bytes));
+    const verify = () => {
+      const actual = digests.digests();
+      const mismatch =
+        actual.size !== size
+          ? `${actual.size} bytes instead of ${size}`
+          : sha256 && actual.sha256 !== sha256
+            ? `sha256 ${actual.sha256} instead of ${sha256}`
+            : !sha256 && actual.md5 !== checksum
+              ? `md5 ${actual.md5} instead of ${checksum}`
+              : undefined;
+      if (mismatch) throw new IntegrityError(`${store.url(image.key)} does not match its metadata (${mismatch}): refusing to load it`);
+    };
+    const body = rangedDownload(store, image.key, {
+      size,
+      rangeSize: RANGE_BYTES,
+      concurrency: transfer.concurrency,
+      retries: retryCount,
+      onRetry: (message) => logger.warn(message),
+    });
+    const tar = new HoldBack(HOLD_BACK_BYTES, verify);
+    const gunzip = createGunzip();
+    try {
+      const streaming = pipeline(body, digests, gunzip, tar).catch((error: unknown) => {
+        if (error instanceof S3dockError) throw error;
+        throw new IntegrityError(`${store.url(image.key)} is not a valid image archive (${(error as Error).message}): refusing to load it`);
+      });
+      const loading = docker.loadImage(tar);
+      const [streamed, load] = await Promise.allSettled([streaming, loading]);
+      // The stream's failure is the cause; the engine's complaint about a cut-off archive is its symptom.
+      if (streamed.status === "rejected") throw streamed.reason;
+      if (load.status === "rejected") throw load.reason;
+    } finally {
+      bar.stop();
+    }
+  }
+
+  private async finish(image: StoredImage, source: string, sourceType: PullResult["source_type"], skipped: boolean, started: number): Promise<PullResult> {
+    await this.audit.record("pull", { app: image.ref.app, gitHash: image.ref.gitHash, gitTime: image.ref.gitTime }, {
+      image_reference: image.name,
+      s3_path: image.key,
+      source,
+      source_type: sourceType,
+      ...(skipped ? { was_skipped: true } : {}),
+    });
+    return { image_ref: image.name, source, source_type: sourceType, skipped, size: image.metadata.size, duration_ms: Date.now() - started };
+  }
+}

@@ -1,0 +1,26 @@
+/**
+ * Re-encodes a tar stream with every entry's modification time set to one instant and access and
+ * change times dropped, so exports of the same image from the same commit carry the same times.
+ */
+import { PassThrough, type Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import tar from "tar-stream";
+
+const DROPPED_PAX_RECORDS = new Set(["atime", "ctime", "mtime"]);
+
+export function rewriteTarTimes(input: Readable, mtime: Date): Readable {
+  const extract = tar.extract();
+  const pack = tar.pack();
+  const output = new PassThrough({ highWaterMark: 1024 * 1024 });
+  extract.on("entry", (header, body, next) => {
+    const pax = header.pax
+      ? Object.fromEntries(Object.entries(header.pax).filter(([key]) => !DROPPED_PAX_RECORDS.has(key)))
+      : undefined;
+    const entry = pack.entry({ ...header, mtime, pax }, (error) => next(error ?? undefined));
+    body.pipe(entry);
+  });
+  extract.on("finish", () => pack.finalize());
+  pipeline(input, extract).catch((error: Error) => pack.destroy(error));
+  pipeline(pack, output).catch((error: Error) => output.destroy(error));
+  return output;
+}
