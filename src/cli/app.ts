@@ -32,6 +32,22 @@ export function examples(...lines: string[]): string {
   return `\nExamples:\n${lines.map((line) => `  $ ${line}`).join("\n")}\n`;
 }
 
+const GLOBAL_OPTIONS_WITH_VALUES = new Set(["--config", "-p", "--profile", "-b", "--bucket", "-l", "--log-level"]);
+
+/** The command's words (`list images`) read off argv, for errors raised before any action runs. */
+function commandWordsOf(argv: readonly string[], program: Command): string {
+  const positional = argv.filter((arg, i) => !arg.startsWith("-") && !GLOBAL_OPTIONS_WITH_VALUES.has(argv[i - 1] ?? ""));
+  const words: string[] = [];
+  let commands = program.commands;
+  for (const word of positional) {
+    const command = commands.find((c) => c.name() === word || c.aliases().includes(word));
+    if (!command) break;
+    words.push(command.name());
+    commands = command.commands;
+  }
+  return words.join(" ") || "s3dock";
+}
+
 export async function runCli(argv: readonly string[], environment: AppEnvironment): Promise<number> {
   const redactor = new Redactor();
   const output = new Output(environment.io, redactor);
@@ -104,7 +120,7 @@ export async function runCli(argv: readonly string[], environment: AppEnvironmen
       // A command group without its subcommand (`s3dock list`) shows its help: that is a usage error.
       if (error.code === "commander.help") return argv.includes("--help") || argv.includes("-h") ? 0 : 2;
       const message = error.message.replace(/^error: /, "");
-      exitCode = output.failure(commandWords, new UsageError(`${message} (see --help)`), wantsJson, debug);
+      exitCode = output.failure(commandWordsOf(argv, program), new UsageError(`${message} (see --help)`), wantsJson, debug);
     } else {
       exitCode = output.failure(commandWords, error, wantsJson, debug);
     }

@@ -147,6 +147,12 @@ export class S3ObjectStore implements ObjectStore {
     if (name === "AccessDenied" || name === "InvalidAccessKeyId" || name === "SignatureDoesNotMatch" || status === 403) {
       return new RemoteError(`access denied: cannot ${action} ${where} (${name || status}); check the profile's credentials and the bucket policy`, { cause: error });
     }
+    if (name === "CredentialsProviderError") {
+      return new RemoteError(
+        `no S3 credentials found to ${action} ${where}: set access_key/secret_key in the profile, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or AWS_PROFILE`,
+        { cause: error },
+      );
+    }
     if (TRANSIENT_NETWORK.has(code) || TRANSIENT_NETWORK.has(name) || name === "TimeoutError") {
       return new RemoteError(`cannot reach the S3 endpoint to ${action} ${where} (${code || name}); check the endpoint and the network`, { cause: error });
     }

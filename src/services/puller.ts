@@ -83,7 +83,7 @@ export class Puller {
       throw new IntegrityError(`${store.url(image.key)} is ${head.size} bytes but its metadata records ${size}: refusing to load it`);
     }
     const bar = progress.start(`pull ${image.name}`, size, "bytes");
-    const digests = new DigestTap((bytes) => bar.update(bytes));
+    const digests = new DigestTap((bytes) => bar.update(bytes), { md5: !sha256, sha256: Boolean(sha256) });
     const verify = () => {
       const actual = digests.digests();
       const mismatch =

@@ -103,7 +103,7 @@ export class Pusher {
   private async upload(name: string, key: string, local: ImageInfo, mtime: Date): Promise<ImageMetadata> {
     const { docker, store, transfer, progress, clock, user, toolVersion } = this.ctx;
     const bar = progress.start(`push ${name}`, local.size, "bytes");
-    const exported = new DigestTap((bytes) => bar.update(bytes));
+    const exported = new DigestTap((bytes) => bar.update(bytes), { md5: false, sha256: false });
     const compressed = new DigestTap();
     const gzip = new ParallelGzip({ level: transfer.gzipLevel, chunkSize: transfer.chunkSizeBytes, workers: transfer.compressionWorkers });
     try {

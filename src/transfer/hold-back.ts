@@ -1,12 +1,14 @@
 /**
- * Passes bytes through but keeps the last `holdBytes` until the input has ended and `release`
- * approves. A consumer that needs the end of the stream to finish (docker load needs the tar's end)
- * therefore cannot complete on bytes that fail verification: `release` throwing destroys the stream.
+ * Passes bytes through but keeps at least the last `holdBytes` until the input has ended and
+ * `release` approves. A consumer that needs the end of the stream to finish (docker load needs the
+ * tar's end) therefore cannot complete on bytes that fail verification: `release` throwing destroys
+ * the stream. Chunks are held whole, so nothing is copied on the way through.
  */
 import { Transform, type TransformCallback } from "node:stream";
 
 export class HoldBack extends Transform {
-  private held: Buffer = Buffer.alloc(0);
+  private readonly held: Buffer[] = [];
+  private heldBytes = 0;
 
   constructor(
     private readonly holdBytes: number,
@@ -16,13 +18,12 @@ export class HoldBack extends Transform {
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    const joined = this.held.length === 0 ? chunk : Buffer.concat([this.held, chunk]);
-    const passable = joined.length - this.holdBytes;
-    if (passable > 0) {
-      this.push(joined.subarray(0, passable));
-      this.held = Buffer.from(joined.subarray(passable));
-    } else {
-      this.held = joined;
+    this.held.push(chunk);
+    this.heldBytes += chunk.length;
+    while (this.held.length > 0 && this.heldBytes - this.held[0]!.length >= this.holdBytes) {
+      const oldest = this.held.shift()!;
+      this.heldBytes -= oldest.length;
+      this.push(oldest);
     }
     callback();
   }
@@ -30,6 +31,6 @@ export class HoldBack extends Transform {
   override _flush(callback: TransformCallback): void {
     Promise.resolve()
       .then(() => this.release())
-      .then(() => callback(null, this.held), callback);
+      .then(() => callback(null, Buffer.concat(this.held, this.heldBytes)), callback);
   }
 }
