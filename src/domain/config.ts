@@ -118,12 +118,13 @@ export function resolveConfig(input: ResolveInput): ResolvedConfig {
   const requested = nonEmpty(flags.profile) ?? nonEmpty(env.S3DOCK_PROFILE);
   const profileName = requested ?? defaultProfile;
 
-  if (config.default_profile && knownProfiles.length > 0 && !(config.default_profile in profiles)) {
+  if (config.default_profile && knownProfiles.length > 0 && !Object.hasOwn(profiles, config.default_profile)) {
     throw new ConfigError(
       `${file!.path}: default_profile ${JSON.stringify(config.default_profile)} is not among the profiles (${knownProfiles.join(", ")})`,
     );
   }
-  const profile = profiles[profileName];
+  // Own keys only: `--profile constructor` must not find Object.prototype's.
+  const profile = Object.hasOwn(profiles, profileName) ? profiles[profileName] : undefined;
   if (!profile && (requested !== undefined || knownProfiles.length > 0) && profileName !== DEFAULT_PROFILE) {
     const known = knownProfiles.length > 0 ? knownProfiles.join(", ") : "none";
     const where = file ? `in ${file.path}` : "(no config file found)";
@@ -150,7 +151,7 @@ export function resolveConfig(input: ResolveInput): ResolvedConfig {
     retryCount: config.defaults?.retry_count ?? 3,
     logLevel: flags.logLevel ?? logLevelNumber(config.defaults?.log_level) ?? 2,
     transfer: {
-      partSizeBytes: (transfer.part_size_mb ?? 16) * MiB,
+      partSizeBytes: (transfer.part_size_mb ?? 8) * MiB,
       concurrency: transfer.concurrency ?? 4,
       chunkSizeBytes: (transfer.chunk_size_mb ?? 4) * MiB,
       compressionWorkers: workers,

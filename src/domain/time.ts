@@ -40,9 +40,19 @@ export function formatGoTime(date: Date): string {
   );
 }
 
-const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})$/;
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})$/;
+
+function daysInMonth(year: number, month: number): number {
+  const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+  return [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1] ?? 0;
+}
 
 /** What Go's time decoder accepts: RFC 3339 with up to nine fractional digits. */
 export function isRfc3339(value: string): boolean {
-  return RFC3339.test(value) && !Number.isNaN(Date.parse(value.replace(/(\.\d{3})\d+/, "$1")));
+  const match = RFC3339.exec(value);
+  if (!match) return false;
+  // Date.parse takes 24:00 and rolls February 30 over into March; Go's decoder refuses both.
+  const [year, month, day, hour] = match.slice(1, 5).map(Number) as [number, number, number, number];
+  if (day < 1 || day > daysInMonth(year, month) || hour > 23) return false;
+  return !Number.isNaN(Date.parse(value.replace(/(\.\d{3})\d+/, "$1")));
 }

@@ -5,7 +5,7 @@
  */
 import { statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { isAbsolute, relative, sep } from "node:path";
+import { isAbsolute, posix, relative, sep } from "node:path";
 import type { Readable } from "node:stream";
 import dockerignoreModule from "@balena/dockerignore";
 import tarFs from "tar-fs";
@@ -37,7 +37,10 @@ const toPosix = (path: string): string => path.split(sep).join("/");
 export async function packBuildContext(contextDir: string, dockerfilePath: string): Promise<BuildContext> {
   const patterns = (await readIgnoreFile(contextDir)).map((line) => line.trim()).filter((line) => line !== "" && !line.startsWith("#"));
   const matcher = dockerignore({ ignorecase: false }).add(patterns);
-  const hasExceptions = patterns.some((pattern) => pattern.startsWith("!"));
+  // Exception patterns as docker cleans them (no `!`, no leading or trailing slash), for its walk-into rule below.
+  const exceptions = patterns
+    .filter((pattern) => pattern.startsWith("!"))
+    .map((pattern) => posix.normalize(pattern.slice(1).trim()).replace(/^\/+|\/+$/g, ""));
   const inside = relative(contextDir, dockerfilePath);
   const dockerfileInside = !inside.startsWith("..") && !isAbsolute(inside);
   const dockerfile = dockerfileInside ? toPosix(inside) : OUTSIDE_DOCKERFILE_NAME;
@@ -49,8 +52,10 @@ export async function packBuildContext(contextDir: string, dockerfilePath: strin
       const path = toPosix(relative(contextDir, name));
       if (path === "" || alwaysSent.has(path)) return false;
       if (!matcher.ignores(path)) return false;
-      // An excluded directory may still hold files a `!` pattern re-includes: walk into it then, filtering its files.
-      return !(hasExceptions && statSync(name).isDirectory());
+      // An excluded directory holding the Dockerfile is walked into all the same; its other files are filtered one by one.
+      if (dockerfile.startsWith(`${path}/`)) return false;
+      // Docker walks into an excluded directory only when an exception pattern starts with it (`!logs/keep.log` for `logs`).
+      return !(statSync(name).isDirectory() && exceptions.some((pattern) => `${pattern}/`.startsWith(`${path}/`)));
     },
     finalize: outsideDockerfile === undefined,
     finish: (pack) => {

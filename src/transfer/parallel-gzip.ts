@@ -34,6 +34,7 @@ export async function compressChunk(chunk: Buffer, level: number): Promise<Buffe
 export class ParallelGzip extends Transform {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
+  private submitted = 0;
   private readonly inFlight: Promise<Buffer>[] = [];
 
   constructor(private readonly options: ParallelGzipOptions) {
@@ -44,17 +45,20 @@ export class ParallelGzip extends Transform {
     const job = compressChunk(chunk, this.options.level);
     job.catch(() => undefined); // observed when it reaches the head of the queue
     this.inFlight.push(job);
+    this.submitted++;
   }
 
-  private cutChunks(final: boolean): void {
-    const { chunkSize } = this.options;
+  /** Cuts whole chunks (and with `final` the rest), one at a time, so one large write never puts more than `workers` chunks in flight. */
+  private async cutChunks(final: boolean): Promise<void> {
+    const { chunkSize, workers } = this.options;
     while (this.pendingBytes >= chunkSize || (final && this.pendingBytes > 0)) {
-      const joined = Buffer.concat(this.pending, this.pendingBytes);
+      const joined = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
       const size = Math.min(chunkSize, joined.length);
       this.submit(joined.subarray(0, size));
       const rest = joined.subarray(size);
       this.pending = rest.length > 0 ? [rest] : [];
       this.pendingBytes = rest.length;
+      await this.drain(workers - 1);
     }
   }
 
@@ -66,14 +70,16 @@ export class ParallelGzip extends Transform {
     this.pending.push(chunk);
     this.pendingBytes += chunk.length;
     if (this.pendingBytes < this.options.chunkSize) return callback();
-    this.cutChunks(false);
-    this.drain(this.options.workers - 1).then(() => callback(), callback);
+    this.cutChunks(false).then(() => callback(), callback);
   }
 
   override _flush(callback: TransformCallback): void {
-    this.cutChunks(true);
-    // An empty input still yields one (empty) member, so the object is a valid gzip file.
-    if (this.inFlight.length === 0) this.submit(Buffer.alloc(0));
-    this.drain(0).then(() => callback(), callback);
+    this.cutChunks(true)
+      .then(() => {
+        // An empty input still yields one (empty) member, so the object is a valid gzip file.
+        if (this.submitted === 0) this.submit(Buffer.alloc(0));
+        return this.drain(0);
+      })
+      .then(() => callback(), callback);
   }
 }

@@ -1,0 +1,349 @@
+import { createHash, randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { PassThrough, Readable, Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { afterAll, describe, expect, it } from "vitest";
+import { IntegrityError, NotFoundError, RemoteError } from "../../src/errors.js";
+import { imageIdFromArchive } from "../../src/transfer/archive-manifest.js";
+import { OUTSIDE_DOCKERFILE_NAME, packBuildContext } from "../../src/transfer/build-context.js";
+import { DigestTap } from "../../src/transfer/digest.js";
+import { HoldBack } from "../../src/transfer/hold-back.js";
+import { rangedDownload } from "../../src/transfer/ranged-download.js";
+import { rewriteTarTimes } from "../../src/transfer/tar-times.js";
+import { FakeObjectStore } from "./fakes.js";
+import { collect, makeTar, readTar } from "./tar-helpers.js";
+
+const pieces = (data: Buffer, size: number): Buffer[] => {
+  const out: Buffer[] = [];
+  for (let i = 0; i < data.length; i += size) out.push(data.subarray(i, i + size));
+  return out;
+};
+
+describe("DigestTap", () => {
+  it.each([0, 1, 1000, 300_000])("md5, sha256 and size of %d bytes equal node crypto over the whole", async (size) => {
+    const data = randomBytes(size);
+    const seen: number[] = [];
+    const tap = new DigestTap((total) => seen.push(total));
+    const out = await collect(Readable.from(pieces(data, 7777)).pipe(tap));
+    expect(out.equals(data)).toBe(true);
+    expect(tap.digests()).toEqual({
+      md5: createHash("md5").update(data).digest("hex"),
+      sha256: createHash("sha256").update(data).digest("hex"),
+      size,
+    });
+    if (size > 0) expect(seen.at(-1)).toBe(size);
+  });
+
+  it("refuses to report digests before the end", () => {
+    const tap = new DigestTap();
+    tap.write(Buffer.from("abc"));
+    expect(() => tap.digests()).toThrow(/before the stream ended/);
+  });
+});
+
+describe("HoldBack", () => {
+  it("passes everything through after release approves", async () => {
+    const data = randomBytes(100_000);
+    let released = false;
+    const hold = new HoldBack(4096, () => {
+      released = true;
+    });
+    const out = await collect(Readable.from(pieces(data, 1000)).pipe(hold));
+    expect(released).toBe(true);
+    expect(out.equals(data)).toBe(true);
+  });
+
+  it("keeps at least the last N bytes back until the input ends and release resolves", async () => {
+    const input = new PassThrough();
+    let approve!: () => void;
+    const hold = new HoldBack(100, () => new Promise<void>((resolve) => (approve = resolve)));
+    const received: Buffer[] = [];
+    hold.on("data", (chunk: Buffer) => received.push(chunk));
+    input.pipe(hold);
+    const tick = () => new Promise((resolve) => setTimeout(resolve, 20));
+    let written = 0;
+    for (const size of [250, 30, 200, 5, 120]) {
+      input.write(Buffer.alloc(size, size % 256));
+      written += size;
+      await tick();
+      expect(Buffer.concat(received).length).toBeLessThanOrEqual(written - 100);
+    }
+    expect(Buffer.concat(received).length).toBeGreaterThan(0); // it does pass bytes on before the end
+    input.end();
+    await tick();
+    expect(Buffer.concat(received).length).toBeLessThanOrEqual(written - 100); // release has not resolved yet
+    approve();
+    await new Promise((resolve) => hold.on("end", resolve));
+    expect(Buffer.concat(received).length).toBe(written);
+  });
+
+  it("a short input is held entirely", async () => {
+    const received: Buffer[] = [];
+    let sawDuringRelease = -1;
+    const hold = new HoldBack(1000, () => {
+      sawDuringRelease = Buffer.concat(received).length;
+    });
+    hold.on("data", (chunk: Buffer) => received.push(chunk));
+    await pipeline(Readable.from([Buffer.alloc(500)]), hold);
+    expect(sawDuringRelease).toBe(0);
+    expect(Buffer.concat(received).length).toBe(500);
+  });
+
+  it("release throwing errors the stream and the held bytes are never emitted", async () => {
+    const data = randomBytes(10_000);
+    const received: Buffer[] = [];
+    const hold = new HoldBack(2048, () => {
+      throw new IntegrityError("checksum mismatch");
+    });
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        received.push(chunk);
+        callback();
+      },
+    });
+    await expect(pipeline(Readable.from(pieces(data, 999)), hold, sink)).rejects.toThrow(/checksum mismatch/);
+    const got = Buffer.concat(received);
+    expect(got.length).toBeLessThanOrEqual(data.length - 2048);
+    expect(got.equals(data.subarray(0, got.length))).toBe(true);
+  });
+
+  it("an async rejection works the same", async () => {
+    const hold = new HoldBack(10, async () => {
+      throw new IntegrityError("bad");
+    });
+    await expect(collect(Readable.from([Buffer.alloc(5)]).pipe(hold))).rejects.toThrow(IntegrityError);
+  });
+});
+
+describe("rewriteTarTimes", () => {
+  const longName = `${"deep/".repeat(25)}file-with-a-long-name.txt`;
+  const entries = [
+    { header: { name: "dir/", type: "directory" as const, mode: 0o755, mtime: new Date(1_600_000_000_000) } },
+    { header: { name: "dir/a.txt", mode: 0o644, mtime: new Date(1_600_000_001_000), uid: 1000, gid: 1000 }, body: "hello\n" },
+    { header: { name: longName, mode: 0o600, mtime: new Date(1_600_000_002_000) }, body: randomBytes(5000) },
+    { header: { name: "link", type: "symlink" as const, linkname: "dir/a.txt", mtime: new Date(1_600_000_003_000) } },
+    { header: { name: "empty", mode: 0o644, mtime: new Date(1_600_000_004_000) }, body: "" },
+    {
+      header: { name: "pax.txt", mtime: new Date(1_600_000_005_000), pax: { atime: "1600000005.5", ctime: "1600000005.5", "SCHILY.xattr.user.k": "v" } },
+      body: "pax\n",
+    },
+  ];
+
+  it("sets every mtime to the date and keeps names, types, modes, links and contents", async () => {
+    expect(longName.length).toBeGreaterThan(100);
+    const original = await readTar(await makeTar(entries));
+    const when = new Date(Date.UTC(2025, 6, 21, 21, 18));
+    const rewritten = await readTar(rewriteTarTimes(Readable.from([await makeTar(entries)]), when));
+    expect(rewritten.map((e) => e.header.name)).toEqual(original.map((e) => e.header.name));
+    expect(rewritten.map((e) => e.header.name)).toContain(longName);
+    for (const [i, entry] of rewritten.entries()) {
+      expect(entry.header.mtime?.getTime()).toBe(when.getTime());
+      expect(entry.header.type).toBe(original[i]!.header.type);
+      expect(entry.header.mode).toBe(original[i]!.header.mode);
+      expect(entry.header.linkname ?? null).toBe(original[i]!.header.linkname ?? null);
+      expect(entry.header.uid).toBe(original[i]!.header.uid);
+      expect(entry.body.equals(original[i]!.body)).toBe(true);
+    }
+    const pax = (rewritten.find((e) => e.header.name === "pax.txt")!.header.pax ?? {}) as Record<string, string | undefined>;
+    expect(pax.atime).toBeUndefined();
+    expect(pax.ctime).toBeUndefined();
+    expect(pax["SCHILY.xattr.user.k"]).toBe("v");
+  });
+
+  it("gives the same bytes for inputs that differ only in their times", async () => {
+    const when = new Date(Date.UTC(2025, 0, 1));
+    const later = entries.map((entry) => ({ ...entry, header: { ...entry.header, mtime: new Date(1_700_000_000_000) } }));
+    const a = await collect(rewriteTarTimes(Readable.from([await makeTar(entries)]), when));
+    const b = await collect(rewriteTarTimes(Readable.from([await makeTar(later)]), when));
+    expect(a.equals(b)).toBe(true);
+  });
+
+  it("fails when the input is not a tar", async () => {
+    await expect(collect(rewriteTarTimes(Readable.from([Buffer.alloc(1024, 7)]), new Date()))).rejects.toThrow();
+  });
+});
+
+describe("rangedDownload", () => {
+  const KEY = "images/a/202507/a-20250721-2118-f7a5a27.tar.gz";
+
+  function storeWith(data: Buffer): FakeObjectStore {
+    const store = new FakeObjectStore();
+    store.put(KEY, data);
+    return store;
+  }
+
+  it("delivers the ranges in order", async () => {
+    const data = randomBytes(100_003);
+    const store = storeWith(data);
+    // Later ranges answer first: reassembly must still be in order.
+    store.beforeGetRange = (_key, start) => new Promise((resolve) => setTimeout(resolve, 20 - (start / 10_000) * 2));
+    const out = await collect(rangedDownload(store, KEY, { size: data.length, rangeSize: 10_000, concurrency: 4, retries: 0 }));
+    expect(out.equals(data)).toBe(true);
+    expect(store.count("getRange")).toBe(11);
+  });
+
+  it("runs ranges concurrently up to the limit", async () => {
+    const data = randomBytes(80_000);
+    const store = storeWith(data);
+    let running = 0;
+    let peak = 0;
+    store.beforeGetRange = async () => {
+      running++;
+      peak = Math.max(peak, running);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      running--;
+    };
+    const out = await collect(rangedDownload(store, KEY, { size: data.length, rangeSize: 5_000, concurrency: 3, retries: 0 }));
+    expect(out.equals(data)).toBe(true);
+    expect(peak).toBe(3);
+  });
+
+  it("retries a range that fails twice, then succeeds", async () => {
+    const data = randomBytes(30_000);
+    const store = storeWith(data);
+    const failures = new Map<number, number>();
+    const retried: string[] = [];
+    store.beforeGetRange = (_key, start) => {
+      if (start !== 10_000) return;
+      const count = failures.get(start) ?? 0;
+      failures.set(start, count + 1);
+      if (count < 2) throw new RemoteError("connection reset");
+    };
+    const out = await collect(
+      rangedDownload(store, KEY, { size: data.length, rangeSize: 10_000, concurrency: 2, retries: 3, onRetry: (m) => retried.push(m) }),
+    );
+    expect(out.equals(data)).toBe(true);
+    expect(failures.get(10_000)).toBe(3);
+    expect(retried).toHaveLength(2);
+    expect(retried[0]).toMatch(/range 10000-19999 failed \(attempt 1\): connection reset/);
+  });
+
+  it("gives up after the retries", async () => {
+    const store = storeWith(randomBytes(1000));
+    store.beforeGetRange = () => {
+      throw new RemoteError("always broken");
+    };
+    await expect(collect(rangedDownload(store, KEY, { size: 1000, rangeSize: 1000, concurrency: 1, retries: 1 }))).rejects.toThrow(/always broken/);
+    expect(store.count("getRange")).toBe(2);
+  });
+
+  it("does not retry NotFoundError", async () => {
+    const store = new FakeObjectStore();
+    await expect(collect(rangedDownload(store, KEY, { size: 1000, rangeSize: 500, concurrency: 1, retries: 5 }))).rejects.toThrow(NotFoundError);
+    expect(store.count("getRange")).toBe(1);
+  });
+
+  it("detects a short read (the object is smaller than recorded)", async () => {
+    const store = storeWith(randomBytes(900));
+    await expect(collect(rangedDownload(store, KEY, { size: 1000, rangeSize: 1000, concurrency: 1, retries: 0 }))).rejects.toThrow(/short read.*got 900/);
+  });
+
+  it("an empty object yields nothing and makes no request", async () => {
+    const store = storeWith(Buffer.alloc(0));
+    expect((await collect(rangedDownload(store, KEY, { size: 0, rangeSize: 10, concurrency: 2, retries: 0 }))).length).toBe(0);
+    expect(store.count("getRange")).toBe(0);
+  });
+});
+
+describe("imageIdFromArchive", () => {
+  const hex = "ab".repeat(32);
+
+  it("reads the legacy Config <hex>.json form", async () => {
+    const tarBytes = await makeTar([
+      { header: { name: "layer/layer.tar" }, body: randomBytes(3000) },
+      { header: { name: `${hex}.json` }, body: "{}" },
+      { header: { name: "manifest.json" }, body: JSON.stringify([{ Config: `${hex}.json`, RepoTags: ["a:b"], Layers: [] }]) },
+    ]);
+    expect(await imageIdFromArchive(Readable.from([tarBytes]))).toBe(`sha256:${hex}`);
+  });
+
+  it("reads the OCI blobs/sha256/<hex> form", async () => {
+    const tarBytes = await makeTar([
+      { header: { name: "manifest.json" }, body: JSON.stringify([{ Config: `blobs/sha256/${hex}`, RepoTags: ["a:b"], Layers: [] }]) },
+      { header: { name: `blobs/sha256/${hex}` }, body: "{}" },
+      { header: { name: "index.json" }, body: "{}" },
+    ]);
+    expect(await imageIdFromArchive(Readable.from([tarBytes]))).toBe(`sha256:${hex}`);
+  });
+
+  it.each([
+    ["no manifest", [{ header: { name: "x" }, body: "y" }]],
+    ["a manifest that is not JSON", [{ header: { name: "manifest.json" }, body: "{oops" }]],
+    ["a manifest without a digest", [{ header: { name: "manifest.json" }, body: '[{"Config":"config.json"}]' }]],
+  ])("%s → undefined", async (_label, tarEntries) => {
+    expect(await imageIdFromArchive(Readable.from([await makeTar(tarEntries)]))).toBeUndefined();
+  });
+});
+
+describe("packBuildContext", () => {
+  const root = mkdtempSync(join(tmpdir(), "s3dock-context-"));
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+  function tree(files: Record<string, string>): string {
+    const dir = mkdtempSync(join(root, "ctx-"));
+    for (const [path, content] of Object.entries(files)) {
+      mkdirSync(join(dir, path, ".."), { recursive: true });
+      writeFileSync(join(dir, path), content);
+    }
+    return dir;
+  }
+
+  async function names(dir: string, dockerfile = join(dir, "Dockerfile")) {
+    const context = await packBuildContext(dir, dockerfile);
+    const entries = await readTar(context.stream);
+    return { dockerfile: context.dockerfile, files: entries.filter((e) => e.header.type === "file").map((e) => e.header.name).sort(), entries };
+  }
+
+  it("applies .dockerignore with ! exceptions, ** and directories", async () => {
+    const dir = tree({
+      Dockerfile: "FROM scratch\n",
+      ".dockerignore": "# comment\n\nlogs\n**/*.tmp\n*.md\n!README.md\nsecret/\nvendor\n!vendor/keep.txt\n",
+      "README.md": "r",
+      "NOTES.md": "n",
+      "app.js": "a",
+      "logs/a.log": "l",
+      "src/main.js": "m",
+      "src/cache.tmp": "t",
+      "src/deep/x.tmp": "t",
+      "secret/key": "k",
+      "vendor/drop.txt": "d",
+      "vendor/keep.txt": "k",
+    });
+    const { files, dockerfile } = await names(dir);
+    expect(dockerfile).toBe("Dockerfile");
+    expect(files).toEqual([".dockerignore", "Dockerfile", "README.md", "app.js", "src/main.js", "vendor/keep.txt"]);
+  });
+
+  it("always sends the Dockerfile and .dockerignore, even when ignored", async () => {
+    const dir = tree({ Dockerfile: "FROM scratch\n", ".dockerignore": "*\n", "app.js": "a" });
+    expect((await names(dir)).files).toEqual([".dockerignore", "Dockerfile"]);
+  });
+
+  it("sends a nested Dockerfile under its relative path", async () => {
+    const dir = tree({ "docker/prod.Dockerfile": "FROM scratch\n", ".dockerignore": "docker\n", "app.js": "a" });
+    const { files, dockerfile } = await names(dir, join(dir, "docker", "prod.Dockerfile"));
+    expect(dockerfile).toBe("docker/prod.Dockerfile");
+    expect(files).toContain("docker/prod.Dockerfile");
+    expect(files).toContain("app.js");
+  });
+
+  it("carries a Dockerfile from outside the context as .s3dock.Dockerfile", async () => {
+    const outside = tree({ "Dockerfile.outside": "FROM scratch\nCOPY app.js /\n" });
+    const dir = tree({ "app.js": "a" });
+    const { files, dockerfile, entries } = await names(dir, join(outside, "Dockerfile.outside"));
+    expect(dockerfile).toBe(OUTSIDE_DOCKERFILE_NAME);
+    expect(files).toEqual([OUTSIDE_DOCKERFILE_NAME, "app.js"]);
+    expect(entries.find((e) => e.header.name === OUTSIDE_DOCKERFILE_NAME)!.body.toString()).toBe("FROM scratch\nCOPY app.js /\n");
+  });
+
+  it("keeps symlinks as links", async () => {
+    const dir = tree({ Dockerfile: "FROM scratch\n", "target.txt": "t" });
+    symlinkSync("target.txt", join(dir, "link.txt"));
+    const { entries } = await names(dir);
+    const link = entries.find((e) => e.header.name === "link.txt");
+    expect(link?.header.type).toBe("symlink");
+    expect(link?.header.linkname).toBe("target.txt");
+  });
+});
