@@ -5,7 +5,9 @@
  */
 import { randomBytes } from "node:crypto";
 import { cpus, userInfo } from "node:os";
+import { resolve } from "node:path";
 import type { Logger } from "pino";
+import { DockerodeContainers, type ContainerEngine } from "../clients/containers.js";
 import { DockerodeEngine, type DockerEngine } from "../clients/docker.js";
 import { S3ObjectStore } from "../clients/object-store.js";
 import { resolveConfig, type ResolvedConfig } from "../domain/config.js";
@@ -56,7 +58,7 @@ export class Runtime {
     const flagLevel = parseLogLevel(options.logLevel);
     redactor.add(env.AWS_SECRET_ACCESS_KEY);
     redactor.add(env.AWS_SESSION_TOKEN);
-    const file = loadConfigFile(options.config, defaultSearchPaths(cwd));
+    const file = loadConfigFile(options.config === undefined ? undefined : resolve(cwd, options.config), defaultSearchPaths(cwd));
     for (const secret of Object.values(file?.config.profiles ?? {}).map((p) => p.secret_key)) redactor.add(secret);
     this.config = resolveConfig({
       file,
@@ -71,6 +73,11 @@ export class Runtime {
   get docker(): DockerEngine {
     this.dockerEngine ??= new DockerodeEngine({ timeoutMs: this.config.dockerTimeoutMs, env: this.env });
     return this.dockerEngine;
+  }
+
+  /** Containers and networks, for deploy only. */
+  get containers(): ContainerEngine {
+    return new DockerodeContainers({ timeoutMs: this.config.dockerTimeoutMs, env: this.env });
   }
 
   services(): ServiceContext {

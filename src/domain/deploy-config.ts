@@ -6,8 +6,13 @@ const deploySettingsShape = {
   port: z.number().int().min(1).max(65535).optional(),
   health: z
     .strictObject({
-      /** HTTP path probed inside the new container; without it the image's own HEALTHCHECK decides. */
+      /**
+       * HTTP path probed inside the new container by the engine's health check, with the image's own
+       * `wget` (busybox, alpine); without it (and without `command`) the image's own HEALTHCHECK decides.
+       */
       http_path: z.string().startsWith("/").optional(),
+      /** The probe run inside the container (exec form), e.g. ["curl", "-fsS", "http://127.0.0.1:8080/health"]: beats http_path. */
+      command: z.array(z.string().min(1)).min(1).optional(),
       timeout_seconds: z.number().positive().max(3600).optional(),
       interval_seconds: z.number().positive().max(60).optional(),
     })
@@ -27,6 +32,8 @@ const deploySettingsShape = {
   publish: z.string().regex(/^(\d+\.\d+\.\d+\.\d+:)?\d+:\d+$/, "use HOSTPORT:CONTAINERPORT").optional(),
   command: z.array(z.string()).optional(),
   stop_timeout_seconds: z.number().int().min(0).max(600).optional(),
+  /** Seconds both colors serve the alias before the old one leaves, so proxies caching DNS catch up. */
+  drain_seconds: z.number().min(0).max(600).optional(),
 };
 
 export const deploySettingsSchema = z.strictObject(deploySettingsShape);

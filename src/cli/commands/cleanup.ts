@@ -1,17 +1,78 @@
-/** cleanup: filled in by the deploy/cleanup work; until then it says so and exits 2. */
-import type { Command } from "commander";
+/** cleanup local | remote: remove images nothing refers to any more. */
+import { Command, Option } from "commander";
+import { parseDuration } from "../../domain/config.js";
 import { UsageError } from "../../errors.js";
-import { type ActionFactory } from "../app.js";
+import { Cleaner } from "../../services/cleaner.js";
+import { examples, type ActionFactory } from "../app.js";
+import { formatBytes } from "../output.js";
+
+const parseCount = (value: string): number => {
+  if (!/^\d+$/.test(value)) throw new UsageError(`expected a whole number, got ${JSON.stringify(value)}`);
+  return Number(value);
+};
+
+const parseAge = (value: string): number => {
+  if (!/^\d+(\.\d+)?(ms|s|m|h|d)$/.test(value)) throw new UsageError(`expected an age like 90d, 12h or 30m, got ${JSON.stringify(value)}`);
+  return parseDuration(value, "age");
+};
 
 export function registerCleanup(program: Command, action: ActionFactory): void {
-  program
-    .command("cleanup")
-    .allowUnknownOption()
-    .argument("[args...]")
-    .description("not implemented yet")
+  const cleanup = program.command("cleanup").description("Remove images that nothing refers to any more");
+
+  cleanup
+    .command("local")
+    .argument("<app>")
+    .addOption(new Option("--keep <n>", "always keep the newest N images").default(3).argParser(parseCount))
+    .option("--dry-run", "only print what would be removed")
+    .description("Remove the app's older images from the Docker engine (never one a container uses or an env pointer names)")
+    .addHelpText("after", examples("s3dock cleanup local myapp", "s3dock cleanup local myapp --keep 5 --dry-run"))
     .action(
-      action("cleanup", async () => {
-        throw new UsageError("cleanup is not implemented yet");
+      action("cleanup local", async (runtime, app: string, options: { keep: number; dryRun?: boolean }) => {
+        const result = await new Cleaner(runtime().services()).local(app, { keep: options.keep, dryRun: options.dryRun === true });
+        const verb = result.dry_run ? "would remove" : "removed";
+        const text = result.removed.length === 0 ? [`nothing to remove for ${result.app}`] : result.removed.map((image) => `${verb} ${image}`);
+        return { data: result, text };
+      }),
+    );
+
+  cleanup
+    .command("remote")
+    .argument("<app>")
+    .addOption(new Option("--older-than <age>", "delete unreferenced images pushed longer ago than this").default(parseAge("90d"), "90d").argParser(parseAge))
+    .addOption(new Option("--keep <n>", "always keep the newest N images, referenced or not").default(5).argParser(parseCount))
+    .addOption(new Option("--archive-older-than <age>", "move unreferenced images older than this, but not old enough to delete, to archive/").argParser(parseAge))
+    .option("--yes", "really delete (without it: a dry run that prints what would go and the bytes freed)")
+    .description("Delete bucket images (with their metadata) that no version tag or env pointer names; a dry run unless --yes")
+    .addHelpText(
+      "after",
+      examples("s3dock cleanup remote myapp", "s3dock cleanup remote myapp --older-than 30d --keep 10 --yes", "s3dock cleanup remote myapp --older-than 180d --archive-older-than 30d --yes") +
+        `
+An image is a candidate when no tag or env pointer names it, it is not among the newest --keep, and
+it was pushed (metadata created_at) longer ago than --older-than: it is deleted. With
+--archive-older-than, unreferenced images between the two ages are moved to archive/ instead
+(archive/{app}/{YYYYMM}/…-archived-on-{stamp}): out of every list, still restorable by hand.
+Tags and pointers are read again right before each delete, so an image promoted meanwhile stays.
+The metadata goes first, so an image is never visible without its object. Unfinished multipart
+uploads under images/{app}/ older than an hour (left by crashed pushes) are aborted too.
+`,
+    )
+    .action(
+      action("cleanup remote", async (runtime, app: string, options: { olderThan: number; keep: number; archiveOlderThan?: number; yes?: boolean }) => {
+        if (options.archiveOlderThan !== undefined && options.archiveOlderThan >= options.olderThan) {
+          throw new UsageError("--archive-older-than must be shorter than --older-than (images older than --older-than are deleted)");
+        }
+        const result = await new Cleaner(runtime().services()).remote(app, {
+          olderThanMs: options.olderThan,
+          keep: options.keep,
+          archiveOlderThanMs: options.archiveOlderThan,
+          yes: options.yes === true,
+        });
+        const listed = result.dry_run ? result.candidates : result.deleted;
+        const verb = (action: string) => (result.dry_run ? `would ${action}` : action === "delete" ? "deleted" : "archived");
+        const text = listed.map((c) => `${verb(c.action)} ${c.image} (${formatBytes(c.size)})`);
+        for (const upload of result.stale_uploads) text.push(`${result.dry_run ? "would abort" : "aborted"} unfinished upload ${upload.key}`);
+        text.push(`${result.dry_run ? "would free" : "freed"} ${formatBytes(result.bytes_freed)}${result.dry_run && listed.length > 0 ? " (dry run: pass --yes to delete)" : ""}`);
+        return { data: result, text };
       }),
     );
 }
