@@ -1,6 +1,6 @@
 /** list and current: read-only views of the bucket. */
 import pMap from "p-map";
-import { NotFoundError } from "../errors.js";
+import { IntegrityError, NotFoundError } from "../errors.js";
 import { appFromPrefix, nameInPrefix, pointersPrefix, ROOT_PREFIXES, tagsPrefix } from "../domain/keys.js";
 import { compareVersionsDescending, parseAppName, parseEnvName } from "../domain/names.js";
 import { ImageCatalog } from "./catalog.js";
@@ -75,6 +75,17 @@ export class Lister {
     return names;
   }
 
+  /** A tag or pointer for a listing; an unreadable one is skipped with a warning, as Go's list skips it, so one bad document does not hide the rest. */
+  private async readListed(key: string) {
+    try {
+      return await this.references.read(key);
+    } catch (error) {
+      if (!(error instanceof IntegrityError)) throw error;
+      this.ctx.logger.warn(`skipped: ${error.message}`);
+      return undefined;
+    }
+  }
+
   /** Version tags, newest version first (semver order, so v1.10.0 comes before v1.9.0). */
   async tags(appInput: string): Promise<TagEntry[]> {
     const app = parseAppName(appInput);
@@ -83,7 +94,7 @@ export class Lister {
     const entries = await pMap(
       versions,
       async (version) => {
-        const tag = await this.references.read(`${prefix}${version}.json`);
+        const tag = await this.readListed(`${prefix}${version}.json`);
         return tag && { app_name: app, version, target_image: imageNameOf(tag.document), s3_path: tag.key };
       },
       { concurrency: READ_CONCURRENCY },
@@ -98,7 +109,7 @@ export class Lister {
     const entries = await pMap(
       envs,
       async (environment): Promise<EnvEntry | undefined> => {
-        const pointer = await this.references.read(`${prefix}${environment}.json`);
+        const pointer = await this.readListed(`${prefix}${environment}.json`);
         if (!pointer) return undefined;
         const { target_type, target_path, source_tag } = pointer.document;
         return {

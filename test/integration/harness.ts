@@ -4,11 +4,14 @@
  * images built FROM scratch around a static busybox. Nothing here is a mock.
  */
 import { execFile, execFileSync, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, mkdirSync, rmSync, writeFileSync, copyFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { promisify } from "node:util";
+import { gzipSync } from "node:zlib";
 import {
   AbortMultipartUploadCommand,
   CreateBucketCommand,
@@ -20,6 +23,7 @@ import {
   PutObjectCommand,
   S3Client,
 } from "@aws-sdk/client-s3";
+import tarStream from "tar-stream";
 
 const execFileAsync = promisify(execFile);
 
@@ -237,3 +241,89 @@ export async function buildImage(app: string, repo: AppRepo, env: Record<string,
   if (result.code !== 0) throw new Error(`build failed (${result.code}): ${result.stderr}`);
   return result.stdout.trim();
 }
+
+// ---- Helpers for the image-lifecycle tests: bytes, archives and bucket snapshots ----
+
+export const md5Hex = (bytes: Buffer): string => createHash("md5").update(bytes).digest("hex");
+
+/** `docker save` of an image, as bytes. */
+export async function dockerSave(reference: string): Promise<Buffer> {
+  const { stdout } = await execFileAsync("docker", ["save", reference], { encoding: "buffer", maxBuffer: 512 * 1024 * 1024 });
+  return stdout;
+}
+
+/** Gzip as the Go tool writes it: one member, level 6, header MTIME 0 (zlib's default). */
+export const gzipLikeGo = (tar: Buffer): Buffer => gzipSync(tar, { level: 6 });
+
+export interface TarEntry {
+  readonly name: string;
+  readonly mtime: Date | undefined;
+  readonly body: Buffer;
+}
+
+/** Every entry of an (uncompressed) tar, bodies included. */
+export async function tarEntries(tarBytes: Buffer): Promise<TarEntry[]> {
+  const entries: TarEntry[] = [];
+  const extract = tarStream.extract();
+  extract.on("entry", (header, body, next) => {
+    const parts: Buffer[] = [];
+    body.on("data", (part: unknown) => parts.push(part as Buffer));
+    body.on("end", () => {
+      entries.push({ name: header.name, mtime: header.mtime, body: Buffer.concat(parts) });
+      next();
+    });
+  });
+  await pipeline(Readable.from([tarBytes]), extract);
+  return entries;
+}
+
+/** The image ID an archive's manifest.json names (the config blob's digest). */
+export function imageIdOfSave(entries: readonly TarEntry[]): string {
+  const manifest = entries.find((entry) => entry.name === "manifest.json");
+  if (!manifest) throw new Error("no manifest.json in the archive");
+  const config = (JSON.parse(manifest.body.toString("utf8")) as { Config: string }[])[0]!.Config;
+  return `sha256:${/([0-9a-f]{64})(?:\.json)?$/.exec(config)![1]}`;
+}
+
+export function imageId(reference: string): string {
+  return docker(["image", "inspect", "--format", "{{.Id}}", reference]);
+}
+
+/** Writes many objects at once, `concurrency` in flight. */
+export async function putObjects(bucket: string, objects: readonly { key: string; body: string | Buffer }[], concurrency = 32): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < objects.length) {
+      const object = objects[next++]!;
+      await putObject(bucket, object.key, object.body);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, objects.length) }, worker));
+}
+
+/** Builds an image straight with the docker CLI (not s3dock) from a FROM-scratch busybox Dockerfile and extra files. */
+export function dockerBuild(tag: string, files: Record<string, string> = {}): string {
+  const dir = mkdtempSync(join(tmpdir(), "s3dock-ctx-"));
+  try {
+    copyFileSync(BUSYBOX, join(dir, "busybox"));
+    for (const [name, content] of Object.entries(files)) writeFileSync(join(dir, name), content);
+    const copies = Object.keys(files).map((name) => `COPY ${name} /data/${name}`);
+    writeFileSync(join(dir, "Dockerfile"), ["FROM scratch", "COPY busybox /bin/busybox", ...copies, 'CMD ["/bin/busybox", "true"]', ""].join("\n"));
+    docker(["build", "-q", "-t", tag, dir]);
+    return imageId(tag);
+  } finally {
+    removeDir(dir);
+  }
+}
+
+/** Removes one image reference from the engine, if present. */
+export function removeImage(reference: string): void {
+  try {
+    docker(["rmi", "-f", reference]);
+  } catch {
+    // not there
+  }
+}
+
+/** The stderr lines a failed command printed, without log lines. */
+export const errorLines = (stderr: string): string[] => stderr.split("\n").filter((line) => line.trim() !== "" && !/^\[(INFO|DEBUG|WARN)\]/.test(line));
