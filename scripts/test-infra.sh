@@ -6,6 +6,10 @@
 #   scripts/test-infra.sh up     start both (idempotent); prints the S3 environment to use
 #   scripts/test-infra.sh down   stop the gateway and remove its data
 #   scripts/test-infra.sh env    print the environment variables for the running gateway
+#   scripts/test-infra.sh gateway-b up|stop|start|down
+#                                a second radosgw on 127.0.0.1:$RGW_B_PORT (default 7481) over the same
+#                                cluster, which fault tests may stop, restart or firewall without
+#                                disturbing the shared gateway on 7480
 set -euo pipefail
 
 RGW_DIR=${RGW_DIR:-/tmp/s3dock-rgw}
@@ -101,6 +105,36 @@ CONF
   touch "$RGW_DIR/ready"
 }
 
+RGW_B_PORT=${RGW_B_PORT:-7481}
+RGW_B_PIDFILE=$RGW_DIR/run/client.rgw.b.pid
+
+gateway_b_answers() { curl -s -o /dev/null "http://127.0.0.1:$RGW_B_PORT"; }
+
+gateway_b_start() {
+  [ -f "$RGW_DIR/ready" ] || { echo "the first gateway is not up: run '$0 up' first" >&2; exit 1; }
+  if gateway_b_answers; then return 0; fi
+  export CEPH_CONF=$RGW_DIR/ceph.conf
+  if [ ! -f "$RGW_DIR/client.rgw.b.keyring" ]; then
+    ceph auth get-or-create client.rgw.b mon 'allow rw' osd 'allow rwx' -o "$RGW_DIR/client.rgw.b.keyring" >/dev/null
+  fi
+  mkdir -p "$RGW_DIR/rgw-b"
+  radosgw -n client.rgw.b --rgw-frontends="beast endpoint=127.0.0.1:$RGW_B_PORT" --rgw-data="$RGW_DIR/rgw-b"
+  for _ in $(seq 1 60); do gateway_b_answers && return 0; sleep 0.5; done
+  echo "the second radosgw did not come up; see $RGW_DIR/log/client.rgw.b.log" >&2
+  exit 1
+}
+
+# SIGKILL, like a crashed server: connections drop mid-transfer with no goodbye.
+gateway_b_stop() {
+  if [ -f "$RGW_B_PIDFILE" ]; then
+    local pid
+    pid=$(cat "$RGW_B_PIDFILE")
+    kill -9 "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$RGW_B_PIDFILE"
+  fi
+}
+
 print_env() {
   cat <<ENV
 export S3DOCK_TEST_ENDPOINT=http://127.0.0.1:$RGW_PORT
@@ -120,5 +154,12 @@ case "${1:-up}" in
     ;;
   down) rgw_down ;;
   env) print_env ;;
-  *) echo "usage: $0 up|down|env" >&2; exit 2 ;;
+  gateway-b)
+    case "${2:-up}" in
+      up | start) gateway_b_start; echo "export S3DOCK_TEST_ENDPOINT_B=http://127.0.0.1:$RGW_B_PORT" ;;
+      stop | down) gateway_b_stop ;;
+      *) echo "usage: $0 gateway-b up|start|stop|down" >&2; exit 2 ;;
+    esac
+    ;;
+  *) echo "usage: $0 up|down|env|gateway-b up|start|stop|down" >&2; exit 2 ;;
 esac

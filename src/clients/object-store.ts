@@ -80,6 +80,15 @@ export interface S3StoreOptions {
   readonly logger: Logger;
 }
 
+/** What the probe found: whether conditional PUTs work, and how this server wants If-Match ETags spelled. */
+interface ConditionalSupport {
+  readonly honoured: boolean;
+  /** RFC 7232 quotes the ETag (AWS, MinIO); Ceph RGW (Pacific) compares If-Match on PUT against the bare digest. */
+  readonly quoteEtags: boolean;
+}
+
+const bareEtag = (etag: string): string => etag.replace(/^"(.*)"$/, "$1");
+
 const TRANSIENT_NETWORK = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH"]);
 
 /**
@@ -100,7 +109,7 @@ export class S3ObjectStore implements ObjectStore {
   private readonly client: S3Client;
   private readonly prefix: string;
   private readonly logger: Logger;
-  private conditionalProbe: Promise<boolean> | undefined;
+  private conditionalProbe: Promise<ConditionalSupport> | undefined;
 
   constructor(options: S3StoreOptions) {
     this.bucket = options.bucket;
@@ -192,7 +201,9 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async putText(key: string, text: string, condition?: WriteCondition): Promise<{ etag: string }> {
-    if (condition && !(await this.conditionalWritesHonoured())) return this.putTextCheckedByReadBack(key, text, condition);
+    const support = condition ? await this.conditionalSupport() : undefined;
+    if (condition && !support!.honoured) return this.putTextCheckedByReadBack(key, text, condition);
+    const ifMatch = condition && "ifMatch" in condition ? (support!.quoteEtags ? `"${bareEtag(condition.ifMatch)}"` : bareEtag(condition.ifMatch)) : undefined;
     try {
       const out = await this.client.send(
         new PutObjectCommand({
@@ -201,7 +212,7 @@ export class S3ObjectStore implements ObjectStore {
           Body: text,
           ContentType: "application/json",
           IfNoneMatch: condition && "ifNoneMatch" in condition ? "*" : undefined,
-          IfMatch: condition && "ifMatch" in condition ? condition.ifMatch : undefined,
+          IfMatch: ifMatch,
         }),
       );
       return { etag: out.ETag ?? "" };
@@ -216,8 +227,8 @@ export class S3ObjectStore implements ObjectStore {
   /** For servers that ignore conditional headers: check, write, then read back to see whose write stands. */
   private async putTextCheckedByReadBack(key: string, text: string, condition: WriteCondition): Promise<{ etag: string }> {
     const current = await this.head(key);
-    const expected = "ifNoneMatch" in condition ? undefined : condition.ifMatch;
-    if ((current?.etag ?? undefined) !== expected) {
+    const expected = "ifNoneMatch" in condition ? undefined : bareEtag(condition.ifMatch);
+    if ((current ? bareEtag(current.etag) : undefined) !== expected) {
       throw new ConflictError(`${this.url(key)} was changed by someone else (checked by read-back: this server ignores conditional writes)`);
     }
     await this.putTextUnconditional(key, text);
@@ -236,32 +247,55 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
-  conditionalWritesHonoured(): Promise<boolean> {
+  async conditionalWritesHonoured(): Promise<boolean> {
+    return (await this.conditionalSupport()).honoured;
+  }
+
+  private conditionalSupport(): Promise<ConditionalSupport> {
     this.conditionalProbe ??= this.probeConditionalWrites();
     return this.conditionalProbe;
   }
 
-  private async probeConditionalWrites(): Promise<boolean> {
+  /**
+   * Create-only must be refused when the key exists, If-Match must be refused for a wrong ETag and
+   * accepted for the right one (quoted, or bare for servers that compare the digest). Anything
+   * else means the server does not honour conditional writes for our purposes.
+   */
+  private async probeConditionalWrites(): Promise<ConditionalSupport> {
     const key = this.fullKey(`.s3dock/probe/${randomUUID()}`);
-    const put = () => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: "probe", IfNoneMatch: "*" }));
+    const put = (condition: { IfNoneMatch?: string; IfMatch?: string }) =>
+      this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: "probe", ...condition }));
+    /** True when the server refused the write with 412/409. */
+    const refused = async (condition: { IfNoneMatch?: string; IfMatch?: string }): Promise<boolean> => {
+      try {
+        await put(condition);
+        return false;
+      } catch (error) {
+        if (!S3ObjectStore.isPreconditionFailed(error)) throw this.failure(error, "write", key);
+        return true;
+      }
+    };
+    let etag: string;
     try {
-      await put();
+      etag = bareEtag((await put({ IfNoneMatch: "*" })).ETag ?? "");
     } catch (error) {
       throw this.failure(error, "write", key);
     }
-    let honoured = false;
+    let support: ConditionalSupport = { honoured: false, quoteEtags: true };
     try {
-      await put();
-    } catch (error) {
-      if (!S3ObjectStore.isPreconditionFailed(error)) throw this.failure(error, "write", key);
-      honoured = true;
+      if ((await refused({ IfNoneMatch: "*" })) && (await refused({ IfMatch: '"00000000000000000000000000000000"' }))) {
+        if (!(await refused({ IfMatch: `"${etag}"` }))) support = { honoured: true, quoteEtags: true };
+        else if (!(await refused({ IfMatch: etag }))) support = { honoured: true, quoteEtags: false };
+      }
     } finally {
       await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })).catch(() => undefined);
     }
     this.logger.debug(
-      honoured ? "the S3 server honours conditional writes" : "the S3 server ignores conditional writes: falling back to checked read-back",
+      support.honoured
+        ? `the S3 server honours conditional writes${support.quoteEtags ? "" : " (If-Match with bare ETags)"}`
+        : "the S3 server ignores conditional writes: falling back to checked read-back",
     );
-    return honoured;
+    return support;
   }
 
   async upload(key: string, body: Readable, options: UploadOptions): Promise<{ etag: string }> {
@@ -278,7 +312,8 @@ export class S3ObjectStore implements ObjectStore {
     }
     try {
       const out = await upload.done();
-      return { etag: out.ETag ?? "" };
+      // Ceph RGW answers CompleteMultipartUpload with an empty ETag: ask the object for it instead.
+      return { etag: out.ETag || ((await this.head(key))?.etag ?? "") };
     } catch (error) {
       throw this.failure(error, "upload", key);
     }
@@ -290,7 +325,14 @@ export class S3ObjectStore implements ObjectStore {
         new GetObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key), Range: `bytes=${start}-${endInclusive}` }),
         { abortSignal: signal },
       );
-      return Buffer.from(await out.Body!.transformToByteArray());
+      // Straight into one buffer of the range's size: collecting and concatenating would hold each range twice or more.
+      const bytes = Buffer.allocUnsafe(endInclusive - start + 1);
+      let filled = 0;
+      for await (const chunk of out.Body as Readable) {
+        if (filled + (chunk as Buffer).length > bytes.length) throw new RemoteError(`${this.url(key)}: the server sent more than bytes ${start}-${endInclusive}`);
+        filled += (chunk as Buffer).copy(bytes, filled);
+      }
+      return bytes.subarray(0, filled);
     } catch (error) {
       if (S3ObjectStore.isMissing(error)) throw new NotFoundError(`${this.url(key)} does not exist`);
       throw this.failure(error, "download", key);

@@ -4,7 +4,7 @@
  */
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
-import { ConflictError, NotFoundError } from "../errors.js";
+import { ConflictError, NotFoundError, S3dockError } from "../errors.js";
 import { serializeDocument, type ImageMetadata } from "../domain/documents.js";
 import { archivedImageKey, imageKey, metadataKeyFor } from "../domain/keys.js";
 import { formatImageRef, parseImageRef } from "../domain/names.js";
@@ -112,7 +112,11 @@ export class Pusher {
       const uploading = store.upload(key, compressed, { partSizeBytes: transfer.partSizeBytes, concurrency: transfer.concurrency });
       // A failed upload stops the export too, instead of leaving docker save stalled on backpressure.
       uploading.catch((error: Error) => saved.destroy(error));
-      const [, uploaded] = await Promise.all([pipeline(stream, exported, gzip, compressed), uploading]);
+      const [upload, streamed] = await Promise.allSettled([uploading, pipeline(stream, exported, gzip, compressed)]);
+      // A failed upload tears the export down: its typed error is the cause, the stream's abort the symptom.
+      const failures = [upload, streamed].flatMap((settled) => (settled.status === "rejected" ? [settled.reason as unknown] : []));
+      if (failures.length > 0) throw failures.find((error) => error instanceof S3dockError) ?? failures[0];
+      const uploaded = (upload as PromiseFulfilledResult<{ etag: string }>).value;
       const digests = compressed.digests();
       const ref = parseImageRef(name);
       return {

@@ -17,7 +17,9 @@ export function rewriteTarTimes(input: Readable, mtime: Date): Readable {
       ? Object.fromEntries(Object.entries(header.pax).filter(([key]) => !DROPPED_PAX_RECORDS.has(key)))
       : undefined;
     const entry = pack.entry({ ...header, mtime, pax }, (error) => next(error ?? undefined));
-    body.pipe(entry);
+    // Not body.pipe(entry): a torn-down export destroys the entry with an error nobody would listen
+    // to (an uncaught exception). The entry passes that error on to the pack, which reports it below.
+    pipeline(body, entry).catch(() => undefined);
   });
   extract.on("finish", () => pack.finalize());
   pipeline(input, extract).catch((error: Error) => pack.destroy(error));
