@@ -79,6 +79,7 @@ osd data = $RGW_DIR/osd0
 [client.rgw.a]
 rgw frontends = beast endpoint=127.0.0.1:$RGW_PORT
 rgw data = $RGW_DIR/rgw
+rgw gc obj min wait = 0
 CONF
   export CEPH_CONF=$RGW_DIR/ceph.conf
   ceph-authtool --create-keyring "$RGW_DIR/mon.a.keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
