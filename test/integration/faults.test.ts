@@ -42,9 +42,11 @@ let configDir: string;
 /** The CLI pointed at gateway B with defaults.retry_count from a config file. */
 let envB: Record<string, string>;
 
-function configWithRetries(retryCount: number): string {
-  const file = join(configDir, `retry-${retryCount}.json5`);
-  writeFileSync(file, `// written by faults.test.ts\n{ defaults: { retry_count: ${retryCount} } }\n`);
+/** One range at a time stretches a pull over more of the fault window; pushes keep the defaults. */
+function configWithRetries(retryCount: number, concurrency?: number): string {
+  const file = join(configDir, `retry-${retryCount}-${concurrency ?? "default"}.json5`);
+  const transfer = concurrency ? `, transfer: { concurrency: ${concurrency} }` : "";
+  writeFileSync(file, `// written by faults.test.ts\n{ defaults: { retry_count: ${retryCount} }${transfer} }\n`);
   return file;
 }
 
@@ -119,6 +121,8 @@ afterAll(async () => {
   if (configDir) removeDir(configDir);
 });
 
+const downloadUnderWay = (ms: number) => () => sleep(ms);
+
 /** Runs `args`, kills gateway B once the transfer is under way, restarts it `outageMs` later. */
 async function throughGatewayRestart(start: () => ReturnType<typeof startCli>, underWay: () => Promise<unknown>, outageMs: number): Promise<RunResult> {
   const run = start();
@@ -136,7 +140,6 @@ const uploadUnderWay = async () => {
   expect(await waitForUploadInFlight(60_000), "the push never started its upload").toBe(true);
   await sleep(500);
 };
-const downloadUnderWay = () => sleep(1000);
 
 describe("transient faults are retried", () => {
   it("control: with retry_count 0 a gateway restart mid-push fails cleanly, leaving nothing visible", async () => {
@@ -155,20 +158,27 @@ describe("transient faults are retried", () => {
   });
 
   it("control: with retry_count 0 a gateway restart mid-pull fails cleanly and loads nothing", async () => {
-    const result = await throughGatewayRestart(() => startPullWithConfig(configWithRetries(0)), downloadUnderWay, 1500);
+    // A fast machine can finish the download before the kill lands; then the kill missed, and an
+    // earlier one is tried. Any kill that lands must fail the pull cleanly.
+    let result: RunResult | undefined;
+    for (const delayMs of [800, 500, 300, 150]) {
+      result = await throughGatewayRestart(() => startPullWithConfig(configWithRetries(0, 1)), downloadUnderWay(delayMs), 1500);
+      if (result.code !== 0) break;
+    }
+    result = result!;
     expect(result.code, result.stderr).toBe(1);
     expect(result.stderr).toMatch(/^s3dock: cannot (reach the S3 endpoint|download)/m);
     expect(imageExists(image)).toBe(false);
   });
 
   it(`pull survives gateway B being killed mid-download and restarted 3 s later (retry_count ${RETRY_COUNT}); the loaded image is verified`, async () => {
-    const result = await throughGatewayRestart(() => startPullWithConfig(configWithRetries(RETRY_COUNT)), downloadUnderWay, 3000);
+    const result = await throughGatewayRestart(() => startPullWithConfig(configWithRetries(RETRY_COUNT, 1)), downloadUnderWay(500), 3000);
     await expectLoadedAndVerified(result);
   });
 
   it.runIf(iptablesUsable())("pull recovers when gateway B's port drops every packet for 4 s", async () => {
-    const pull = startPullWithConfig(configWithRetries(RETRY_COUNT));
-    await downloadUnderWay();
+    const pull = startPullWithConfig(configWithRetries(RETRY_COUNT, 1));
+    await downloadUnderWay(1000)();
     const droppedWhileRunning = pull.running();
     try {
       dropGatewayB();
