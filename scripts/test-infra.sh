@@ -10,6 +10,9 @@
 #                                a second radosgw on 127.0.0.1:$RGW_B_PORT (default 7481) over the same
 #                                cluster, which fault tests may stop, restart or firewall without
 #                                disturbing the shared gateway on 7480
+#   scripts/test-infra.sh small-engine up|down
+#                                a second dockerd whose data-root is a $SMALL_ENGINE_MB MiB tmpfs (default
+#                                64), for tests of a full disk; prints its DOCKER_HOST
 set -euo pipefail
 
 RGW_DIR=${RGW_DIR:-/tmp/s3dock-rgw}
@@ -136,6 +139,44 @@ gateway_b_stop() {
   fi
 }
 
+SMALL_ENGINE_DIR=${SMALL_ENGINE_DIR:-/tmp/s3dock-small-engine}
+SMALL_ENGINE_BRIDGE=s3dock-small0
+
+small_engine_answers() { DOCKER_HOST="unix://$SMALL_ENGINE_DIR/docker.sock" docker version >/dev/null 2>&1; }
+
+small_engine_up() {
+  if ! small_engine_answers; then
+    apt_install docker.io iptables
+    mkdir -p "$SMALL_ENGINE_DIR/root" "$SMALL_ENGINE_DIR/exec"
+    mountpoint -q "$SMALL_ENGINE_DIR/root" || mount -t tmpfs -o "size=${SMALL_ENGINE_MB:-64}m" tmpfs "$SMALL_ENGINE_DIR/root"
+    # Its own bridge: `--bridge none` would make dockerd delete the shared engine's docker0.
+    if ! ip link show "$SMALL_ENGINE_BRIDGE" >/dev/null 2>&1; then
+      ip link add "$SMALL_ENGINE_BRIDGE" type bridge
+      ip addr add 172.31.254.1/24 dev "$SMALL_ENGINE_BRIDGE"
+      ip link set "$SMALL_ENGINE_BRIDGE" up
+    fi
+    nohup dockerd --data-root "$SMALL_ENGINE_DIR/root/data" --exec-root "$SMALL_ENGINE_DIR/exec" \
+      --pidfile "$SMALL_ENGINE_DIR/dockerd.pid" -H "unix://$SMALL_ENGINE_DIR/docker.sock" \
+      --containerd-namespace s3dock-small --containerd-plugins-namespace s3dock-small-plugins \
+      --bridge "$SMALL_ENGINE_BRIDGE" --iptables=false --ip-masq=false >"$SMALL_ENGINE_DIR/dockerd.log" 2>&1 &
+    for _ in $(seq 1 60); do small_engine_answers && break; sleep 0.5; done
+    small_engine_answers || { echo "the small dockerd did not come up; see $SMALL_ENGINE_DIR/dockerd.log" >&2; exit 1; }
+  fi
+  echo "export S3DOCK_TEST_SMALL_DOCKER_HOST=unix://$SMALL_ENGINE_DIR/docker.sock"
+}
+
+small_engine_down() {
+  if [ -f "$SMALL_ENGINE_DIR/dockerd.pid" ]; then
+    local pid
+    pid=$(cat "$SMALL_ENGINE_DIR/dockerd.pid")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  mountpoint -q "$SMALL_ENGINE_DIR/root" && umount "$SMALL_ENGINE_DIR/root"
+  ip link show "$SMALL_ENGINE_BRIDGE" >/dev/null 2>&1 && ip link delete "$SMALL_ENGINE_BRIDGE"
+  rm -rf "$SMALL_ENGINE_DIR"
+}
+
 print_env() {
   cat <<ENV
 export S3DOCK_TEST_ENDPOINT=http://127.0.0.1:$RGW_PORT
@@ -162,5 +203,12 @@ case "${1:-up}" in
       *) echo "usage: $0 gateway-b up|start|stop|down" >&2; exit 2 ;;
     esac
     ;;
-  *) echo "usage: $0 up|down|env|gateway-b up|start|stop|down" >&2; exit 2 ;;
+  small-engine)
+    case "${2:-up}" in
+      up) small_engine_up ;;
+      down) small_engine_down ;;
+      *) echo "usage: $0 small-engine up|down" >&2; exit 2 ;;
+    esac
+    ;;
+  *) echo "usage: $0 up|down|env|gateway-b up|start|stop|down|small-engine up|down" >&2; exit 2 ;;
 esac

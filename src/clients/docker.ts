@@ -101,6 +101,16 @@ export class DockerodeEngine implements DockerEngine {
     return new RemoteError(`${action}: ${reason}`, { cause: error });
   }
 
+  /** A full disk on the engine's side is the host's to fix, not a fault of the image: say so. */
+  private diskFull(error: unknown): RemoteError | undefined {
+    const reason = (error as { json?: { message?: string } }).json?.message ?? (error as Error).message;
+    if (!/no space left on device/i.test(reason)) return undefined;
+    return new RemoteError(
+      `the Docker engine at ${this.address} ran out of disk space while loading the image: free space in its data root (docker system df; docker image prune) and pull again (${reason.replace(/^the Docker engine reported: /, "")})`,
+      { cause: error },
+    );
+  }
+
   async inspectImage(reference: string): Promise<ImageInfo | undefined> {
     try {
       const info = await this.docker.getImage(reference).inspect();
@@ -131,13 +141,17 @@ export class DockerodeEngine implements DockerEngine {
     try {
       response = (await this.docker.loadImage(tar, { quiet: true })) as unknown as Readable;
     } catch (error) {
-      throw this.failure(error, "load image");
+      throw this.diskFull(error) ?? this.failure(error, "load image");
     }
     const loaded: string[] = [];
-    await readJsonMessages(response, (message) => {
-      const match = /Loaded image(?: ID)?: (\S+)/.exec(message.stream ?? "");
-      if (match) loaded.push(match[1]!);
-    });
+    try {
+      await readJsonMessages(response, (message) => {
+        const match = /Loaded image(?: ID)?: (\S+)/.exec(message.stream ?? "");
+        if (match) loaded.push(match[1]!);
+      });
+    } catch (error) {
+      throw this.diskFull(error) ?? error;
+    }
     if (loaded.length === 0) throw new IntegrityError("the Docker engine loaded no image from the archive");
     return loaded;
   }

@@ -50,3 +50,15 @@ export function undropGatewayB(): void {
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * A second dockerd whose data-root is a small tmpfs (scripts/test-infra.sh small-engine), so a
+ * load can fill its disk without touching the shared engine. Returns its DOCKER_HOST.
+ */
+export const smallEngine = {
+  up: (): string => {
+    const printed = execFileSync(join(ROOT, "scripts/test-infra.sh"), ["small-engine", "up"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+    return /S3DOCK_TEST_SMALL_DOCKER_HOST=(\S+)/.exec(printed)![1]!;
+  },
+  down: (): void => infra("small-engine", "down"),
+};

@@ -18,6 +18,7 @@ import {
   createBucket,
   deleteBucket,
   docker,
+  errorLines,
   getText,
   imageExists,
   listKeys,
@@ -29,7 +30,7 @@ import {
   type AppRepo,
   type RunResult,
 } from "./harness.js";
-import { GATEWAY_B_ENDPOINT, dropGatewayB, gatewayB, iptablesUsable, sleep, undropGatewayB } from "./fault-server.js";
+import { GATEWAY_B_ENDPOINT, dropGatewayB, gatewayB, iptablesUsable, sleep, smallEngine, undropGatewayB } from "./fault-server.js";
 
 const APP = uniqueName("faults");
 /** Enough for several seconds of outage under the SDK's jittered exponential backoff. */
@@ -225,8 +226,23 @@ describe("permanent faults are one clear line and exit 1", () => {
     expect(result.stderr).toMatch(/^s3dock: access denied: cannot .*SignatureDoesNotMatch/m);
   });
 
-  // Disk full on load happens inside dockerd's data-root, which one test cannot shrink without
-  // restarting the shared engine; the engine's error arrives as an embedded stream error, which
-  // readJsonMessages turns into "the Docker engine reported: …" (covered by the unit tests).
-  it.todo("disk full during docker load: needs a dedicated engine on a tiny data-root");
+  it("disk full during docker load: one clear line, exit 1, nothing loaded, no pull recorded", async () => {
+    const env = cliEnv(bucket);
+    const pushed = await runS3dock(["push", image], { env });
+    expect(pushed.code, pushed.stderr).toBe(0);
+    // The image is 110 MB of random bytes; the small engine's whole data-root is 64 MiB.
+    const smallHost = smallEngine.up();
+    try {
+      const auditBefore = (await listKeys(bucket, `audit/${APP}/`)).filter((key) => key.includes("-pull-"));
+      const result = await runS3dock(["pull", APP, image.split(":")[1]!], { env: { ...env, DOCKER_HOST: smallHost } });
+      expect(result.code).toBe(1);
+      expect(errorLines(result.stderr)).toHaveLength(1);
+      expect(result.stderr).toMatch(/^s3dock: the Docker engine at unix:\/\/\S+ ran out of disk space while loading the image: free space in its data root .*no space left on device/m);
+      expect(docker(["--host", smallHost, "images", "--quiet"])).toBe("");
+      const auditAfter = (await listKeys(bucket, `audit/${APP}/`)).filter((key) => key.includes("-pull-"));
+      expect(auditAfter).toEqual(auditBefore);
+    } finally {
+      smallEngine.down();
+    }
+  });
 });
