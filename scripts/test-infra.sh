@@ -146,7 +146,7 @@ small_engine_answers() { DOCKER_HOST="unix://$SMALL_ENGINE_DIR/docker.sock" dock
 
 small_engine_up() {
   if ! small_engine_answers; then
-    apt_install docker.io iptables
+    apt_install docker.io iptables iproute2
     mkdir -p "$SMALL_ENGINE_DIR/root" "$SMALL_ENGINE_DIR/exec"
     mountpoint -q "$SMALL_ENGINE_DIR/root" || mount -t tmpfs -o "size=${SMALL_ENGINE_MB:-64}m" tmpfs "$SMALL_ENGINE_DIR/root"
     # Its own bridge: `--bridge none` would make dockerd delete the shared engine's docker0.
