@@ -26,7 +26,9 @@ export interface PullResult {
 
 /** Larger than the tar's end-of-archive blocks plus the last entry's padding, so the end stays behind. */
 const HOLD_BACK_BYTES = 1024 * 1024;
-const RANGE_BYTES = 8 * 1024 * 1024;
+const RANGE_BYTES = 4 * 1024 * 1024;
+/** zlib inflates a whole input chunk before it heeds backpressure: small slices keep its output burst small. */
+const SLICE_BYTES = 256 * 1024;
 
 export class Puller {
   private readonly catalog: ImageCatalog;
@@ -99,6 +101,7 @@ export class Puller {
     const body = rangedDownload(store, image.key, {
       size,
       rangeSize: RANGE_BYTES,
+      sliceSize: SLICE_BYTES,
       concurrency: transfer.concurrency,
       retries: retryCount,
       onRetry: (message) => logger.warn(message),

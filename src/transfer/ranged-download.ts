@@ -1,7 +1,8 @@
 /**
  * Downloads an object as parallel ranged GETs and hands the bytes on in order: `concurrency` ranges
  * in flight, each retried on its own, so one slow or broken connection costs one range, not the
- * transfer. Memory is about rangeSize × concurrency.
+ * transfer. Each range is handed on in `sliceSize` pieces, so the stages after it hold slices, not
+ * ranges. Memory is about rangeSize × (concurrency + 1).
  */
 import { Readable } from "node:stream";
 import pRetry, { AbortError } from "p-retry";
@@ -11,6 +12,8 @@ import { NotFoundError, RemoteError } from "../errors.js";
 export interface RangedDownloadOptions {
   readonly size: number;
   readonly rangeSize: number;
+  /** The largest piece handed on at once (default: a whole range). */
+  readonly sliceSize?: number;
   readonly concurrency: number;
   readonly retries: number;
   readonly onRetry?: (message: string) => void;
@@ -18,6 +21,7 @@ export interface RangedDownloadOptions {
 
 export function rangedDownload(store: ObjectStore, key: string, options: RangedDownloadOptions): Readable {
   const { size, rangeSize, concurrency } = options;
+  const sliceSize = options.sliceSize ?? rangeSize;
   const controller = new AbortController();
   const fetchRange = (start: number): Promise<Buffer> => {
     const end = Math.min(start + rangeSize, size) - 1;
@@ -59,7 +63,7 @@ export function rangedDownload(store: ObjectStore, key: string, options: RangedD
       while (window.length > 0) {
         const bytes = await window.shift()!;
         fill();
-        yield bytes;
+        for (let offset = 0; offset < bytes.length; offset += sliceSize) yield bytes.subarray(offset, offset + sliceSize);
       }
     } finally {
       controller.abort();
