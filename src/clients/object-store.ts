@@ -5,6 +5,8 @@ import { Agent as HttpsAgent } from "node:https";
 import type { Readable } from "node:stream";
 import {
   AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
   CopyObjectCommand,
   DeleteObjectCommand,
   GetObjectCommand,
@@ -14,11 +16,12 @@ import {
   PutObjectCommand,
   S3Client,
   S3ServiceException,
+  UploadPartCommand,
 } from "@aws-sdk/client-s3";
-import { Upload } from "@aws-sdk/lib-storage";
 import { NodeHttpHandler } from "@smithy/node-http-handler";
 import type { Logger } from "pino";
-import { ConflictError, NotFoundError, RemoteError, S3dockError } from "../errors.js";
+import { ConflictError, NotFoundError, OperationError, RemoteError, S3dockError } from "../errors.js";
+import { BufferPool, pooledChunks } from "../transfer/buffer-pool.js";
 
 export interface ObjectInfo {
   readonly key: string;
@@ -88,6 +91,9 @@ interface ConditionalSupport {
 }
 
 const bareEtag = (etag: string): string => etag.replace(/^"(.*)"$/, "$1");
+
+/** S3's limit on the parts of one multipart upload. */
+const MAX_PARTS = 10_000;
 
 const TRANSIENT_NETWORK = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH"]);
 
@@ -298,23 +304,73 @@ export class S3ObjectStore implements ObjectStore {
     return support;
   }
 
+  /**
+   * A multipart upload fed from `concurrency + 1` reused part buffers: one filling while the others
+   * are in flight. A body that fits one part is a single PUT. Any failure aborts the upload, so
+   * nothing half-written is left behind as an object.
+   */
   async upload(key: string, body: Readable, options: UploadOptions): Promise<{ etag: string }> {
-    const upload = new Upload({
-      client: this.client,
-      params: { Bucket: this.bucket, Key: this.fullKey(key), Body: body },
-      partSize: options.partSizeBytes,
-      queueSize: options.concurrency,
-      leavePartsOnError: false,
-    });
-    if (options.onProgress) {
-      const report = options.onProgress;
-      upload.on("httpUploadProgress", (progress) => report(progress.loaded ?? 0));
-    }
+    const Key = this.fullKey(key);
+    const parts = pooledChunks(body, new BufferPool(options.partSizeBytes, options.concurrency + 1));
+    let uploaded = 0;
     try {
-      const out = await upload.done();
+      const first = (await parts.next()).value!;
+      const second = await parts.next();
+      if (second.done) {
+        const out = await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key, Body: first.data, ContentLength: first.data.length }));
+        first.release();
+        options.onProgress?.(first.data.length);
+        return { etag: out.ETag ?? "" };
+      }
+      const { UploadId } = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key }));
+      const failed = new AbortController();
+      const completed: { PartNumber: number; ETag: string }[] = [];
+      const waiting = [first, second.value];
+      let partNumber = 0;
+      const uploadParts = async (): Promise<void> => {
+        while (!failed.signal.aborted) {
+          const part = waiting.shift() ?? (await parts.next()).value;
+          if (!part) return;
+          const PartNumber = ++partNumber;
+          try {
+            if (PartNumber > MAX_PARTS) {
+              throw new OperationError(`${this.url(key)} needs more than ${MAX_PARTS} parts of ${options.partSizeBytes} bytes: raise transfer.part_size_mb`);
+            }
+            const out = await this.client.send(
+              new UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber, Body: part.data, ContentLength: part.data.length }),
+              { abortSignal: failed.signal },
+            );
+            completed.push({ PartNumber, ETag: out.ETag ?? "" });
+            uploaded += part.data.length;
+            options.onProgress?.(uploaded);
+          } finally {
+            part.release();
+          }
+        }
+      };
+      // The first failure stops the others (their aborted requests are its echo, not the cause).
+      let cause: { error: unknown } | undefined;
+      await Promise.all(
+        Array.from({ length: options.concurrency }, () =>
+          uploadParts().catch((error: unknown) => {
+            cause ??= { error };
+            failed.abort();
+          }),
+        ),
+      );
+      if (cause) {
+        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId })).catch(() => undefined);
+        throw cause.error;
+      }
+      completed.sort((a, b) => a.PartNumber - b.PartNumber);
+      const out = await this.client.send(
+        new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId, MultipartUpload: { Parts: completed } }),
+      );
       // Ceph RGW answers CompleteMultipartUpload with an empty ETag: ask the object for it instead.
       return { etag: out.ETag || ((await this.head(key))?.etag ?? "") };
     } catch (error) {
+      // Stops reading the body once the generator next yields; the caller tears the body down.
+      parts.return(undefined).catch(() => undefined);
       throw this.failure(error, "upload", key);
     }
   }

@@ -2,17 +2,18 @@
  * Gzip on every core: the input is cut into fixed-size chunks, each compressed on the libuv thread
  * pool into its own gzip member, and the members are emitted in input order. Members back to back
  * are one valid .tar.gz for GNU gunzip, zlib and Go's reader alike. At most `workers` chunks are in
- * flight, so memory is about chunkSize × workers × 2 whatever the input size.
+ * flight, read into `workers + 1` reused buffers, so memory is about chunkSize × workers × 2
+ * whatever the input size.
  */
 import { Transform, type TransformCallback } from "node:stream";
 import { promisify } from "node:util";
 import { deflateRaw, gzip } from "node:zlib";
+import { BufferPool } from "./buffer-pool.js";
 
 const gzipAsync = promisify(gzip);
 const deflateRawAsync = promisify(deflateRaw);
 
 const PROBE_BYTES = 64 * 1024;
-const ZLIB_STEP_BYTES = 1024 * 1024;
 /** A probe that saves less than this share of its bytes marks the chunk as not worth compressing. */
 const MIN_PROBE_SAVING = 0.03;
 
@@ -30,38 +31,46 @@ export async function compressChunk(chunk: Buffer, level: number): Promise<Buffe
     if (probe.length > PROBE_BYTES * (1 - MIN_PROBE_SAVING)) effectiveLevel = 0;
   }
   // zlib works through its input in `chunkSize` steps, each a hop between the thread pool and the
-  // main thread; the 16 KiB default makes hundreds per chunk, and the hops, not deflate, set the pace.
-  return gzipAsync(chunk, { level: effectiveLevel, chunkSize: ZLIB_STEP_BYTES });
+  // main thread and a buffer of its own. An output step larger than deflate's worst case (stored
+  // blocks add 5 bytes per 64 KiB) makes it one step and one buffer per member.
+  return gzipAsync(chunk, { level: effectiveLevel, chunkSize: chunk.length + (chunk.length >> 10) + 1024 });
 }
 
 export class ParallelGzip extends Transform {
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
+  /** Input chunks are copied into pooled buffers: one per worker, and one filling. */
+  private readonly pool: BufferPool;
+  private current: Buffer | undefined;
+  private filled = 0;
   private submitted = 0;
   private readonly inFlight: Promise<Buffer>[] = [];
 
   constructor(private readonly options: ParallelGzipOptions) {
     super();
+    this.pool = new BufferPool(options.chunkSize, options.workers + 1);
   }
 
-  private submit(chunk: Buffer): void {
-    const job = compressChunk(chunk, this.options.level);
+  /** Submits the filled buffer, then waits until fewer than `workers` chunks are in flight. */
+  private async submitCurrent(): Promise<void> {
+    const pooled = this.current;
+    const job = compressChunk(pooled?.subarray(0, this.filled) ?? Buffer.alloc(0), this.options.level).finally(() => {
+      if (pooled) this.pool.give(pooled);
+    });
+    this.current = undefined;
+    this.filled = 0;
     job.catch(() => undefined); // observed when it reaches the head of the queue
     this.inFlight.push(job);
     this.submitted++;
+    await this.drain(this.options.workers - 1);
   }
 
-  /** Cuts whole chunks (and with `final` the rest), one at a time, so one large write never puts more than `workers` chunks in flight. */
-  private async cutChunks(final: boolean): Promise<void> {
-    const { chunkSize, workers } = this.options;
-    while (this.pendingBytes >= chunkSize || (final && this.pendingBytes > 0)) {
-      const joined = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
-      const size = Math.min(chunkSize, joined.length);
-      this.submit(joined.subarray(0, size));
-      const rest = joined.subarray(size);
-      this.pending = rest.length > 0 ? [rest] : [];
-      this.pendingBytes = rest.length;
-      await this.drain(workers - 1);
+  private async absorb(chunk: Buffer): Promise<void> {
+    let offset = 0;
+    while (offset < chunk.length) {
+      this.current ??= await this.pool.take();
+      const copied = chunk.copy(this.current, this.filled, offset);
+      offset += copied;
+      this.filled += copied;
+      if (this.filled === this.current.length) await this.submitCurrent();
     }
   }
 
@@ -70,19 +79,14 @@ export class ParallelGzip extends Transform {
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.pending.push(chunk);
-    this.pendingBytes += chunk.length;
-    if (this.pendingBytes < this.options.chunkSize) return callback();
-    this.cutChunks(false).then(() => callback(), callback);
+    this.absorb(chunk).then(() => callback(), callback);
   }
 
   override _flush(callback: TransformCallback): void {
-    this.cutChunks(true)
-      .then(() => {
-        // An empty input still yields one (empty) member, so the object is a valid gzip file.
-        if (this.submitted === 0) this.submit(Buffer.alloc(0));
-        return this.drain(0);
-      })
+    // An empty input still yields one (empty) member, so the object is a valid gzip file.
+    const last = this.filled > 0 || this.submitted === 0 ? this.submitCurrent() : Promise.resolve();
+    last
+      .then(() => this.drain(0))
       .then(() => callback(), callback);
   }
 }
