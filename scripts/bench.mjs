@@ -12,7 +12,8 @@
  *   BENCH_RUNS       repetitions of each measurement (the median is reported), default 3
  *   BENCH_LEVELS     gzip levels to compare for s3dock push, default "1,6"
  *   BENCH_OUTPUT     the Markdown file to write, default docs/benchmarks.md ("" to skip)
- *   BENCH_CLI        the s3dock bundle to measure, default dist/s3dock.cjs
+ *   BENCH_CLI        the s3dock to measure: the single executable (default dist/s3dock) or a
+ *                    .cjs bundle, run with this Node
  *   S3DOCK_TEST_ENDPOINT / _ACCESS_KEY / _SECRET_KEY / _REGION   the S3 server (scripts/test-infra.sh env)
  */
 import { execFileSync, spawn } from "node:child_process";
@@ -33,8 +34,9 @@ import {
 } from "@aws-sdk/client-s3";
 
 const ROOT = resolve(import.meta.dirname, "..");
-// BENCH_CLI: a copy of the bundle to measure, so a rebuild during the run cannot change it midway.
-const CLI = resolve(process.env.BENCH_CLI || join(ROOT, "dist/s3dock.cjs"));
+// BENCH_CLI: the s3dock to measure (make bench builds dist/s3dock first).
+const CLI = resolve(process.env.BENCH_CLI || join(ROOT, "dist/s3dock"));
+const cliCommand = (args) => (/\.c?js$/.test(CLI) ? [NODE, [CLI, ...args]] : [CLI, args]);
 const NODE = existsSync(join(ROOT, "node_modules/.bin/node")) ? join(ROOT, "node_modules/.bin/node") : process.execPath;
 const TIME = "/usr/bin/time";
 const MB = 1000 * 1000;
@@ -303,7 +305,7 @@ async function benchSize(sizeMb, ctx) {
     ...(process.env.UV_THREADPOOL_SIZE ? { UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE } : {}),
   };
   for (const key of Object.keys(s3dockEnv)) if (s3dockEnv[key] === undefined) delete s3dockEnv[key];
-  const s3dock = (args, config) => timed(NODE, [CLI, "--json", ...(config ? ["--config", config] : []), ...args], s3dockEnv);
+  const s3dock = (args, config) => timed(...cliCommand(["--json", ...(config ? ["--config", config] : []), ...args]), s3dockEnv);
   const levelConfig = (level) => {
     const path = join(home, `gzip-${level}.json5`);
     writeFileSync(path, `{\n  docker: { compression: "gzip:${level}" },\n}\n`);
