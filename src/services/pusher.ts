@@ -12,7 +12,7 @@ import { formatGoTime, formatLocalMonth, formatLocalStamp, gitTimeToDate } from 
 import type { ImageInfo } from "../clients/docker.js";
 import { imageIdFromArchive } from "../transfer/archive-manifest.js";
 import { DigestTap } from "../transfer/digest.js";
-import { ParallelGzip } from "../transfer/parallel-gzip.js";
+import { parallelGzip } from "../transfer/parallel-gzip.js";
 import { rewriteTarTimes } from "../transfer/tar-times.js";
 import { AuditLog } from "./audit.js";
 import { ImageCatalog, type StoredImage } from "./catalog.js";
@@ -105,7 +105,7 @@ export class Pusher {
     const bar = progress.start(`push ${name}`, local.size, "bytes");
     const exported = new DigestTap((bytes) => bar.update(bytes), { md5: false, sha256: false });
     const compressed = new DigestTap();
-    const gzip = new ParallelGzip({ level: transfer.gzipLevel, chunkSize: transfer.chunkSizeBytes, workers: transfer.compressionWorkers });
+    const gzip = parallelGzip({ level: transfer.gzipLevel, chunkSize: transfer.chunkSizeBytes, workers: transfer.compressionWorkers });
     try {
       const saved = await docker.saveImage(name);
       const stream = rewriteTarTimes(saved, mtime);

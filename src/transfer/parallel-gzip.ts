@@ -5,10 +5,10 @@
  * flight, read into `workers + 1` reused buffers, so memory is about chunkSize × workers × 2
  * whatever the input size.
  */
-import { Transform, type TransformCallback } from "node:stream";
+import { Duplex } from "node:stream";
 import { promisify } from "node:util";
 import { deflateRaw, gzip } from "node:zlib";
-import { BufferPool } from "./buffer-pool.js";
+import { BufferPool, pooledChunks } from "./buffer-pool.js";
 
 const gzipAsync = promisify(gzip);
 const deflateRawAsync = promisify(deflateRaw);
@@ -36,57 +36,20 @@ export async function compressChunk(chunk: Buffer, level: number): Promise<Buffe
   return gzipAsync(chunk, { level: effectiveLevel, chunkSize: chunk.length + (chunk.length >> 10) + 1024 });
 }
 
-export class ParallelGzip extends Transform {
-  /** Input chunks are copied into pooled buffers: one per worker, and one filling. */
-  private readonly pool: BufferPool;
-  private current: Buffer | undefined;
-  private filled = 0;
-  private submitted = 0;
-  private readonly inFlight: Promise<Buffer>[] = [];
-
-  constructor(private readonly options: ParallelGzipOptions) {
-    super();
-    this.pool = new BufferPool(options.chunkSize, options.workers + 1);
-  }
-
-  /** Submits the filled buffer, then waits until fewer than `workers` chunks are in flight. */
-  private async submitCurrent(): Promise<void> {
-    const pooled = this.current;
-    const job = compressChunk(pooled?.subarray(0, this.filled) ?? Buffer.alloc(0), this.options.level).finally(() => {
-      if (pooled) this.pool.give(pooled);
-    });
-    this.current = undefined;
-    this.filled = 0;
-    job.catch(() => undefined); // observed when it reaches the head of the queue
-    this.inFlight.push(job);
-    this.submitted++;
-    await this.drain(this.options.workers - 1);
-  }
-
-  private async absorb(chunk: Buffer): Promise<void> {
-    let offset = 0;
-    while (offset < chunk.length) {
-      this.current ??= await this.pool.take();
-      const copied = chunk.copy(this.current, this.filled, offset);
-      offset += copied;
-      this.filled += copied;
-      if (this.filled === this.current.length) await this.submitCurrent();
+/**
+ * The compressing stage of a pipeline. The input is copied into `workers + 1` reused buffers (one
+ * filling, the others compressing); waiting for a free one is the backpressure on the input.
+ */
+export function parallelGzip(options: ParallelGzipOptions): Duplex {
+  return Duplex.from(async function* (source: AsyncIterable<Buffer>) {
+    const inFlight: Promise<Buffer>[] = [];
+    // An empty input still yields one (empty) chunk, hence one member: a valid gzip file.
+    for await (const chunk of pooledChunks(source, new BufferPool(options.chunkSize, options.workers + 1))) {
+      const job = compressChunk(chunk.data, options.level).finally(chunk.release);
+      job.catch(() => undefined); // observed when it reaches the head of the queue
+      inFlight.push(job);
+      while (inFlight.length >= options.workers) yield await inFlight.shift()!;
     }
-  }
-
-  private async drain(limit: number): Promise<void> {
-    while (this.inFlight.length > limit) this.push(await this.inFlight.shift()!);
-  }
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.absorb(chunk).then(() => callback(), callback);
-  }
-
-  override _flush(callback: TransformCallback): void {
-    // An empty input still yields one (empty) member, so the object is a valid gzip file.
-    const last = this.filled > 0 || this.submitted === 0 ? this.submitCurrent() : Promise.resolve();
-    last
-      .then(() => this.drain(0))
-      .then(() => callback(), callback);
-  }
+    while (inFlight.length > 0) yield await inFlight.shift()!;
+  });
 }

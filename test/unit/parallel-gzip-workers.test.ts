@@ -2,7 +2,7 @@ import { Readable } from "node:stream";
 import { describe, expect, it, vi } from "vitest";
 import { collect } from "./tar-helpers.js";
 
-// Counts the gzip jobs running at once: ParallelGzip promisifies zlib's gzip at import.
+// Counts the gzip jobs running at once: parallelGzip promisifies zlib's gzip at import.
 const jobs = vi.hoisted(() => ({ running: 0, peak: 0, total: 0 }));
 vi.mock("node:zlib", async (importOriginal) => {
   const zlib = await importOriginal<typeof import("node:zlib")>();
@@ -21,7 +21,7 @@ vi.mock("node:zlib", async (importOriginal) => {
   return { ...zlib, gzip, default: { ...zlib, gzip } };
 });
 
-const { ParallelGzip } = await import("../../src/transfer/parallel-gzip.js");
+const { parallelGzip } = await import("../../src/transfer/parallel-gzip.js");
 const { gunzipSync } = await import("node:zlib");
 
 const CHUNK = 32 * 1024;
@@ -31,7 +31,7 @@ describe("ParallelGzip workers", () => {
     Object.assign(jobs, { running: 0, peak: 0, total: 0 });
     const data = Buffer.alloc(20 * CHUNK, "abc");
     const pieces = Array.from({ length: 80 }, (_, i) => data.subarray(i * (CHUNK / 4), (i + 1) * (CHUNK / 4)));
-    const gz = await collect(Readable.from(pieces).pipe(new ParallelGzip({ level: 1, chunkSize: CHUNK, workers })));
+    const gz = await collect(Readable.from(pieces).pipe(parallelGzip({ level: 1, chunkSize: CHUNK, workers })));
     expect(gunzipSync(gz).equals(data)).toBe(true);
     expect(jobs.total).toBe(20);
     expect(jobs.peak).toBeLessThanOrEqual(workers);
@@ -41,7 +41,7 @@ describe("ParallelGzip workers", () => {
   it("never has more than `workers` chunks compressing when one write holds many chunks", async () => {
     Object.assign(jobs, { running: 0, peak: 0, total: 0 });
     const data = Buffer.alloc(12 * CHUNK, "xyz");
-    const gz = await collect(Readable.from([data]).pipe(new ParallelGzip({ level: 1, chunkSize: CHUNK, workers: 2 })));
+    const gz = await collect(Readable.from([data]).pipe(parallelGzip({ level: 1, chunkSize: CHUNK, workers: 2 })));
     expect(gunzipSync(gz).equals(data)).toBe(true);
     expect(jobs.total).toBe(12);
     expect(jobs.peak).toBeLessThanOrEqual(2);

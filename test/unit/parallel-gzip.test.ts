@@ -4,7 +4,7 @@ import { Readable, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { gunzipSync } from "node:zlib";
 import { describe, expect, it } from "vitest";
-import { compressChunk, ParallelGzip } from "../../src/transfer/parallel-gzip.js";
+import { compressChunk, parallelGzip } from "../../src/transfer/parallel-gzip.js";
 import { collect } from "./tar-helpers.js";
 
 const CHUNK = 64 * 1024;
@@ -22,7 +22,7 @@ function source(data: Buffer, piece = 16 * 1024): Readable {
 }
 
 async function gzipParallel(data: Buffer, options = { level: 6, chunkSize: CHUNK, workers: 3 }, piece?: number): Promise<Buffer> {
-  return collect(source(data, piece).pipe(new ParallelGzip(options)));
+  return collect(source(data, piece).pipe(parallelGzip(options)));
 }
 
 /** Offsets of gzip member headers (1f 8b 08) at member boundaries, found by decoding member by member. */
@@ -79,7 +79,7 @@ describe("ParallelGzip", () => {
 
   it("input arriving in one huge write is cut into chunks all the same", async () => {
     const data = text(4 * CHUNK + 7);
-    const gz = await collect(Readable.from([data]).pipe(new ParallelGzip({ level: 1, chunkSize: CHUNK, workers: 2 })));
+    const gz = await collect(Readable.from([data]).pipe(parallelGzip({ level: 1, chunkSize: CHUNK, workers: 2 })));
     expect(gunzipSync(gz).equals(data)).toBe(true);
     expect(countMembers(gz)).toBe(5);
   });
@@ -120,7 +120,7 @@ describe("ParallelGzip", () => {
         this.push(randomBytes(piece));
       },
     });
-    const gzip = new ParallelGzip({ level: 1, chunkSize: CHUNK, workers });
+    const gzip = parallelGzip({ level: 1, chunkSize: CHUNK, workers });
     endless.pipe(gzip); // nobody reads gzip's output
     await new Promise((resolve) => setTimeout(resolve, 300));
     const settled = produced;
@@ -139,6 +139,6 @@ describe("ParallelGzip", () => {
       },
     });
     const sink = new Writable({ write: (_c, _e, cb) => cb() });
-    await expect(pipeline(failing, new ParallelGzip({ level: 1, chunkSize: CHUNK, workers: 2 }), sink)).rejects.toThrow(/docker save broke/);
+    await expect(pipeline(failing, parallelGzip({ level: 1, chunkSize: CHUNK, workers: 2 }), sink)).rejects.toThrow(/docker save broke/);
   });
 });
