@@ -137,23 +137,19 @@ export class DockerodeEngine implements DockerEngine {
   }
 
   async loadImage(tar: Readable): Promise<string[]> {
-    let response: Readable;
     try {
-      response = (await this.docker.loadImage(tar, { quiet: true })) as unknown as Readable;
-    } catch (error) {
-      throw this.diskFull(error) ?? this.failure(error, "load image");
-    }
-    const loaded: string[] = [];
-    try {
+      const response = (await this.docker.loadImage(tar, { quiet: true })) as unknown as Readable;
+      const loaded: string[] = [];
       await readJsonMessages(response, (message) => {
         const match = /Loaded image(?: ID)?: (\S+)/.exec(message.stream ?? "");
         if (match) loaded.push(match[1]!);
       });
+      if (loaded.length === 0) throw new IntegrityError("the Docker engine loaded no image from the archive");
+      return loaded;
     } catch (error) {
-      throw this.diskFull(error) ?? error;
+      // The engine reports a full disk as a failed request or as an error inside the response stream.
+      throw this.diskFull(error) ?? this.failure(error, "load image");
     }
-    if (loaded.length === 0) throw new IntegrityError("the Docker engine loaded no image from the archive");
-    return loaded;
   }
 
   async buildImage(context: Readable, options: BuildOptions): Promise<void> {
