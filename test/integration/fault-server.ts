@@ -10,15 +10,19 @@ import { ROOT } from "./harness.js";
 export const GATEWAY_B_PORT = Number(process.env.RGW_B_PORT ?? 7481);
 export const GATEWAY_B_ENDPOINT = `http://127.0.0.1:${GATEWAY_B_PORT}`;
 
-const infra = (...args: string[]): void => {
-  execFileSync(join(ROOT, "scripts/test-infra.sh"), args, { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, RGW_B_PORT: String(GATEWAY_B_PORT) } });
-};
+/** Runs scripts/test-infra.sh; returns what it printed (the environment it sets up). */
+const infra = (...args: string[]): string =>
+  execFileSync(join(ROOT, "scripts/test-infra.sh"), args, {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, RGW_B_PORT: String(GATEWAY_B_PORT) },
+  });
 
 export const gatewayB = {
   /** Starts it if it is not answering; idempotent. */
-  start: (): void => infra("gateway-b", "start"),
+  start: (): void => void infra("gateway-b", "start"),
   /** SIGKILL: open connections drop mid-transfer, new ones are refused. */
-  stop: (): void => infra("gateway-b", "stop"),
+  stop: (): void => void infra("gateway-b", "stop"),
 };
 
 const dropRule = ["INPUT", "-i", "lo", "-p", "tcp", "--dport", String(GATEWAY_B_PORT), "-j", "DROP"];
@@ -56,9 +60,6 @@ export const sleep = (ms: number): Promise<void> => new Promise((resolve) => set
  * load can fill its disk without touching the shared engine. Returns its DOCKER_HOST.
  */
 export const smallEngine = {
-  up: (): string => {
-    const printed = execFileSync(join(ROOT, "scripts/test-infra.sh"), ["small-engine", "up"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
-    return /S3DOCK_TEST_SMALL_DOCKER_HOST=(\S+)/.exec(printed)![1]!;
-  },
-  down: (): void => infra("small-engine", "down"),
+  up: (): string => /S3DOCK_TEST_SMALL_DOCKER_HOST=(\S+)/.exec(infra("small-engine", "up"))![1]!,
+  down: (): void => void infra("small-engine", "down"),
 };

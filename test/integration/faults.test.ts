@@ -233,14 +233,14 @@ describe("permanent faults are one clear line and exit 1", () => {
     // The image is 110 MB of random bytes; the small engine's whole data-root is 64 MiB.
     const smallHost = smallEngine.up();
     try {
-      const auditBefore = (await listKeys(bucket, `audit/${APP}/`)).filter((key) => key.includes("-pull-"));
+      const pullEvents = async () => (await listKeys(bucket, `audit/${APP}/`)).filter((key) => key.includes("-pull-"));
+      const auditBefore = await pullEvents();
       const result = await runS3dock(["pull", APP, image.split(":")[1]!], { env: { ...env, DOCKER_HOST: smallHost } });
       expect(result.code).toBe(1);
       expect(errorLines(result.stderr)).toHaveLength(1);
       expect(result.stderr).toMatch(/^s3dock: the Docker engine at unix:\/\/\S+ ran out of disk space while loading the image: free space in its data root .*no space left on device/m);
       expect(docker(["--host", smallHost, "images", "--quiet"])).toBe("");
-      const auditAfter = (await listKeys(bucket, `audit/${APP}/`)).filter((key) => key.includes("-pull-"));
-      expect(auditAfter).toEqual(auditBefore);
+      expect(await pullEvents()).toEqual(auditBefore);
     } finally {
       smallEngine.down();
     }
