@@ -109,6 +109,7 @@ async function bundleStep() {
     legalComments: "none",
     logLevel: "warning",
     metafile: true,
+    write: false,
     define,
     // Optional native parts of ssh2 (pulled in by dockerode for ssh:// hosts). Both are loaded inside
     // try/catch and ssh2 falls back to pure JS; in the SEA their require() throws and is caught.
@@ -125,8 +126,8 @@ async function bundleStep() {
   );
   // esbuild escapes non-ASCII in code but keeps it in comments; one such character makes V8 hold
   // the whole source as a two-byte string, 5 MiB more at every start. Escaping it in comments is harmless.
-  const source = readFileSync(bundle, "utf8");
-  writeFileSync(bundle, source.replace(/[\u0080-\u{10ffff}]/gu, (c) => `\\u{${c.codePointAt(0).toString(16)}}`));
+  const [output] = result.outputFiles;
+  writeFileSync(bundle, output.text.replace(/[\u0080-\u{10ffff}]/gu, (c) => `\\u{${c.codePointAt(0).toString(16)}}`));
   const optional = [...outside].filter((name) => OPTIONAL_EXTERNALS.has(name) || name.endsWith(".node"));
   const unexpected = [...outside].filter((name) => !optional.includes(name));
   console.log(`bundle   ${path.relative(root, bundle)}  ${mib(bundle)}  ${seconds(t0)}  (entry ${path.relative(root, entry)})`);
