@@ -318,8 +318,8 @@ export class S3ObjectStore implements ObjectStore {
       const second = await parts.next();
       if (second.done) {
         const out = await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key, Body: first.data, ContentLength: first.data.length }));
-        first.release();
         options.onProgress?.(first.data.length);
+        first.release();
         return { etag: out.ETag ?? "" };
       }
       const { UploadId } = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key }));
