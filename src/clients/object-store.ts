@@ -41,6 +41,11 @@ export type WriteCondition = { readonly ifNoneMatch: true } | { readonly ifMatch
 export interface UploadOptions {
   readonly partSizeBytes: number;
   readonly concurrency: number;
+  /**
+   * The body's chunks are fresh buffers handed over to the upload, which frees each one as soon as
+   * it is copied into a part (see discard) instead of leaving it for V8's next full collection.
+   */
+  readonly bodyChunksHandedOver?: boolean;
   readonly onProgress?: (uploadedBytes: number) => void;
 }
 
@@ -60,7 +65,8 @@ export interface ObjectStore {
   putText(key: string, text: string, condition?: WriteCondition): Promise<{ etag: string }>;
   /** Streams a body of unknown length into the key; the object appears whole or not at all. */
   upload(key: string, body: Readable, options: UploadOptions): Promise<{ etag: string }>;
-  getRange(key: string, start: number, endInclusive: number, signal?: AbortSignal): Promise<Buffer>;
+  /** Bytes start…endInclusive, read into `into` when given (it must be large enough). */
+  getRange(key: string, start: number, endInclusive: number, options?: RangeOptions): Promise<Buffer>;
   getStream(key: string): Promise<Readable>;
   copy(sourceKey: string, destinationKey: string): Promise<void>;
   delete(key: string): Promise<void>;
@@ -71,6 +77,11 @@ export interface ObjectStore {
   abortUpload(upload: PendingUpload): Promise<void>;
   /** Whether the server honours If-None-Match / If-Match on PUT; probed once. */
   conditionalWritesHonoured(): Promise<boolean>;
+}
+
+export interface RangeOptions {
+  readonly signal?: AbortSignal;
+  readonly into?: Buffer;
 }
 
 export interface S3StoreOptions {
@@ -136,7 +147,10 @@ export class S3ObjectStore implements ObjectStore {
         httpAgent: new HttpAgent(agentOptions),
         httpsAgent: new HttpsAgent(agentOptions),
         connectionTimeout: 10_000,
+        // A server that stops answering mid-transfer fails the request (and so gets it retried);
+        // the SDK's default only logs a warning and waits on forever.
         requestTimeout: 120_000,
+        throwOnRequestTimeout: true,
       }),
     });
   }
@@ -311,7 +325,7 @@ export class S3ObjectStore implements ObjectStore {
    */
   async upload(key: string, body: Readable, options: UploadOptions): Promise<{ etag: string }> {
     const Key = this.fullKey(key);
-    const parts = pooledChunks(body, new BufferPool(options.partSizeBytes, options.concurrency + 1));
+    const parts = pooledChunks(body, new BufferPool(options.partSizeBytes, options.concurrency + 1), { discardInput: options.bodyChunksHandedOver });
     let uploaded = 0;
     try {
       const first = (await parts.next()).value!;
@@ -375,14 +389,16 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
-  async getRange(key: string, start: number, endInclusive: number, signal?: AbortSignal): Promise<Buffer> {
+  async getRange(key: string, start: number, endInclusive: number, options: RangeOptions = {}): Promise<Buffer> {
+    // Straight into one buffer of the range's size: collecting and concatenating would hold each range twice or more.
+    const length = endInclusive - start + 1;
+    const bytes = options.into ? options.into.subarray(0, length) : Buffer.allocUnsafe(length);
+    if (bytes.length < length) throw new RangeError(`a buffer of ${bytes.length} bytes cannot hold bytes ${start}-${endInclusive}`);
     try {
       const out = await this.client.send(
         new GetObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key), Range: `bytes=${start}-${endInclusive}` }),
-        { abortSignal: signal },
+        { abortSignal: options.signal },
       );
-      // Straight into one buffer of the range's size: collecting and concatenating would hold each range twice or more.
-      const bytes = Buffer.allocUnsafe(endInclusive - start + 1);
       let filled = 0;
       for await (const chunk of out.Body as Readable) {
         if (filled + (chunk as Buffer).length > bytes.length) throw new RemoteError(`${this.url(key)}: the server sent more than bytes ${start}-${endInclusive}`);

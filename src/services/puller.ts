@@ -7,7 +7,8 @@ import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { IntegrityError, S3dockError } from "../errors.js";
 import { isImageRef, looksLikeVersion, parseAppName, parseEnvName, parseImageRef, parseVersion } from "../domain/names.js";
-import { DigestTap } from "../transfer/digest.js";
+import { writeChunks } from "../transfer/buffer-pool.js";
+import { Digester } from "../transfer/digest.js";
 import { HoldBack } from "../transfer/hold-back.js";
 import { rangedDownload } from "../transfer/ranged-download.js";
 import { AuditLog } from "./audit.js";
@@ -85,9 +86,9 @@ export class Puller {
       throw new IntegrityError(`${store.url(image.key)} is ${head.size} bytes but its metadata records ${size}: refusing to load it`);
     }
     const bar = progress.start(`pull ${image.name}`, size, "bytes");
-    const digests = new DigestTap((bytes) => bar.update(bytes), { md5: !sha256, sha256: Boolean(sha256) });
+    const digester = new Digester({ md5: !sha256, sha256: Boolean(sha256) });
     const verify = () => {
-      const actual = digests.digests();
+      const actual = digester.digests();
       const mismatch =
         actual.size !== size
           ? `${actual.size} bytes instead of ${size}`
@@ -98,19 +99,25 @@ export class Puller {
               : undefined;
       if (mismatch) throw new IntegrityError(`${store.url(image.key)} does not match its metadata (${mismatch}): refusing to load it`);
     };
-    const body = rangedDownload(store, image.key, {
+    const ranges = rangedDownload(store, image.key, {
       size,
       rangeSize: RANGE_BYTES,
-      sliceSize: SLICE_BYTES,
       concurrency: transfer.concurrency,
       retries: retryCount,
       onRetry: (message) => logger.warn(message),
     });
-    const tar = new HoldBack(HOLD_BACK_BYTES, verify);
     // 256 KiB output steps instead of zlib's 16 KiB: far fewer thread-pool hops and writes to the engine.
     const gunzip = createGunzip({ chunkSize: 256 * 1024 });
+    const tar = new HoldBack(HOLD_BACK_BYTES, verify);
     try {
-      const streaming = pipeline(body, digests, gunzip, tar).catch((error: unknown) => {
+      const feeding = writeChunks(ranges, gunzip, {
+        sliceSize: SLICE_BYTES,
+        onChunk: (data) => {
+          digester.update(data);
+          bar.update(digester.size);
+        },
+      });
+      const streaming = Promise.all([feeding, pipeline(gunzip, tar)]).catch((error: unknown) => {
         if (error instanceof S3dockError) throw error;
         throw new IntegrityError(`${store.url(image.key)} is not a valid image archive (${(error as Error).message}): refusing to load it`);
       });

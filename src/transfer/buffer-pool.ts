@@ -1,3 +1,6 @@
+import type { Writable } from "node:stream";
+import { finished } from "node:stream/promises";
+
 /**
  * A fixed number of equal buffers handed out and given back. Streaming a gigabyte through fresh
  * buffers leaves V8 to collect gigabytes of garbage, with a full GC every few tens of MiB; reusing
@@ -41,9 +44,10 @@ export interface PooledChunk {
 
 /**
  * Copies a byte stream into pooled buffers and yields each when full (the last one when the stream
- * ends; an empty stream yields one empty chunk). Reading stops while every buffer is out.
+ * ends; an empty stream yields one empty chunk). Reading stops while every buffer is out. With
+ * `discardInput`, each input chunk is the caller's to give up: it is discarded once copied.
  */
-export async function* pooledChunks(source: AsyncIterable<Buffer>, pool: BufferPool): AsyncGenerator<PooledChunk> {
+export async function* pooledChunks(source: AsyncIterable<Buffer>, pool: BufferPool, options: { discardInput?: boolean } = {}): AsyncGenerator<PooledChunk> {
   let current = await pool.take();
   let filled = 0;
   const emit = (): PooledChunk => {
@@ -72,7 +76,48 @@ export async function* pooledChunks(source: AsyncIterable<Buffer>, pool: BufferP
         filled = 0;
       }
     }
+    if (options.discardInput) discard(chunk);
   }
   if (filled > 0 || !emitted) yield emit();
   else pool.give(current);
+}
+
+/**
+ * Frees a buffer's memory now instead of at V8's next full collection, which for memory outside the
+ * heap comes only after tens of MiB of such garbage have piled up. Only for a buffer whose every
+ * view belongs to the caller: they all become empty. Node's shared slab for small buffers is left
+ * alone, and so is everything on a runtime without ArrayBuffer.prototype.transfer (Node < 21).
+ */
+export function discard(buffer: Buffer): void {
+  const memory = buffer.buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer };
+  if (memory.byteLength > Buffer.poolSize) memory.transfer?.(0);
+}
+
+/**
+ * Writes pooled chunks to `sink` in slices of at most `sliceSize` and gives each chunk's buffer back
+ * once the sink has consumed its last slice (its write callback), so a stage that still reads its
+ * input asynchronously, like zlib, never sees a buffer overwritten. Ends the sink after the last
+ * chunk; destroys it if the chunks fail, and fails if the sink does.
+ */
+export async function writeChunks(chunks: AsyncIterable<PooledChunk>, sink: Writable, options: { sliceSize: number; onChunk?: (data: Buffer) => void }): Promise<void> {
+  const sinkFailed = finished(sink, { readable: false });
+  sinkFailed.catch(() => undefined); // raced below; once the sink has ended it is no longer needed
+  const write = (slice: Buffer) =>
+    Promise.race([new Promise<void>((resolve, reject) => sink.write(slice, (error) => (error ? reject(error) : resolve()))), sinkFailed]);
+  try {
+    for await (const chunk of chunks) {
+      try {
+        options.onChunk?.(chunk.data);
+        for (let offset = 0; offset < chunk.data.length; offset += options.sliceSize) {
+          await write(chunk.data.subarray(offset, offset + options.sliceSize));
+        }
+      } finally {
+        chunk.release();
+      }
+    }
+  } catch (error) {
+    sink.destroy(error as Error);
+    throw error;
+  }
+  sink.end();
 }

@@ -1,33 +1,34 @@
 /**
- * Downloads an object as parallel ranged GETs and hands the bytes on in order: `concurrency` ranges
- * in flight, each retried on its own, so one slow or broken connection costs one range, not the
- * transfer. Each range is handed on in `sliceSize` pieces, so the stages after it hold slices, not
- * ranges. Memory is about rangeSize × (concurrency + 1).
+ * Downloads an object as parallel ranged GETs and hands the ranges on in order: `concurrency`
+ * ranges in flight, each retried on its own, so one slow or broken connection costs one range, not
+ * the transfer. Ranges land in `concurrency + 1` reused buffers (one with the consumer, the others
+ * downloading), so memory is about rangeSize × (concurrency + 1) and the downloaded bytes leave no
+ * garbage behind.
  */
-import { Readable } from "node:stream";
 import pRetry, { AbortError } from "p-retry";
 import type { ObjectStore } from "../clients/object-store.js";
 import { NotFoundError, RemoteError } from "../errors.js";
+import { BufferPool, type PooledChunk } from "./buffer-pool.js";
 
 export interface RangedDownloadOptions {
   readonly size: number;
   readonly rangeSize: number;
-  /** The largest piece handed on at once (default: a whole range). */
-  readonly sliceSize?: number;
   readonly concurrency: number;
   readonly retries: number;
   readonly onRetry?: (message: string) => void;
 }
 
-export function rangedDownload(store: ObjectStore, key: string, options: RangedDownloadOptions): Readable {
+/** Yields the object's ranges in order; release each one when done with it, or the download stalls. */
+export async function* rangedDownload(store: ObjectStore, key: string, options: RangedDownloadOptions): AsyncGenerator<PooledChunk> {
   const { size, rangeSize, concurrency } = options;
-  const sliceSize = options.sliceSize ?? rangeSize;
   const controller = new AbortController();
-  const fetchRange = (start: number): Promise<Buffer> => {
+  const pool = new BufferPool(rangeSize, concurrency + 1);
+  const fetchRange = async (start: number): Promise<PooledChunk> => {
     const end = Math.min(start + rangeSize, size) - 1;
-    return pRetry(
+    const buffer = await pool.take();
+    const data = await pRetry(
       async () => {
-        const bytes = await store.getRange(key, start, end, controller.signal);
+        const bytes = await store.getRange(key, start, end, { signal: controller.signal, into: buffer });
         if (bytes.length !== end - start + 1) {
           throw new RemoteError(`short read of ${store.url(key)} bytes ${start}-${end}: got ${bytes.length}`);
         }
@@ -43,31 +44,38 @@ export function rangedDownload(store: ObjectStore, key: string, options: RangedD
         },
       },
     ).catch((error: unknown) => {
+      pool.give(buffer);
       throw error instanceof AbortError ? error.cause : error;
     });
+    let released = false;
+    return {
+      data,
+      release: () => {
+        if (released) return;
+        released = true;
+        pool.give(buffer);
+      },
+    };
   };
 
-  async function* ranges(): AsyncGenerator<Buffer> {
-    const window: Promise<Buffer>[] = [];
-    let next = 0;
-    const fill = () => {
-      while (window.length < concurrency && next < size) {
-        const job = fetchRange(next);
-        job.catch(() => undefined); // observed when it reaches the head of the window
-        window.push(job);
-        next += rangeSize;
-      }
-    };
-    try {
-      fill();
-      while (window.length > 0) {
-        const bytes = await window.shift()!;
-        fill();
-        for (let offset = 0; offset < bytes.length; offset += sliceSize) yield bytes.subarray(offset, offset + sliceSize);
-      }
-    } finally {
-      controller.abort();
+  const window: Promise<PooledChunk>[] = [];
+  let next = 0;
+  const fill = () => {
+    while (window.length < concurrency && next < size) {
+      const job = fetchRange(next);
+      job.catch(() => undefined); // observed when it reaches the head of the window
+      window.push(job);
+      next += rangeSize;
     }
+  };
+  try {
+    fill();
+    while (window.length > 0) {
+      const range = await window.shift()!;
+      fill();
+      yield range;
+    }
+  } finally {
+    controller.abort();
   }
-  return Readable.from(ranges(), { objectMode: false, highWaterMark: 1 });
 }

@@ -1,7 +1,7 @@
-import { Readable } from "node:stream";
+import { Readable, Writable } from "node:stream";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { BufferPool, pooledChunks, type PooledChunk } from "../../src/transfer/buffer-pool.js";
+import { BufferPool, discard, pooledChunks, writeChunks, type PooledChunk } from "../../src/transfer/buffer-pool.js";
 
 const source = (pieces: readonly Buffer[]) => Readable.from(pieces, { objectMode: false });
 
@@ -79,5 +79,108 @@ describe("pooledChunks", () => {
     second.release();
     next.release();
     await chunks.return(undefined);
+  });
+});
+
+describe("pooledChunks with discardInput", () => {
+  it("copies each input chunk, then frees it", async () => {
+    const pieces = [Buffer.alloc(100_000, 1), Buffer.alloc(200_000, 2)];
+    const expected = Buffer.concat(pieces);
+    const copied: Buffer[] = [];
+    async function* handedOver() {
+      yield* pieces;
+    }
+    for await (const chunk of pooledChunks(handedOver(), new BufferPool(65_536, 2), { discardInput: true })) {
+      copied.push(Buffer.from(chunk.data));
+      chunk.release();
+    }
+    expect(Buffer.concat(copied).equals(expected)).toBe(true);
+    expect(pieces.map((piece) => piece.length)).toEqual([0, 0]);
+  });
+});
+
+describe("writeChunks", () => {
+  /** Chunks over fresh buffers that record when they are released. */
+  async function* chunksOf(pieces: readonly Buffer[], released: number[]): AsyncGenerator<PooledChunk> {
+    for (const [index, data] of pieces.entries()) yield { data, release: () => released.push(index) };
+  }
+
+  /** A sink that takes its time over every write and records what it got. */
+  function slowSink(received: Buffer[], events: string[]): Writable {
+    return new Writable({
+      highWaterMark: 1,
+      write(chunk: Buffer, _encoding, callback) {
+        received.push(Buffer.from(chunk));
+        setTimeout(() => {
+          events.push(`consumed ${chunk.length}`);
+          callback();
+        }, 2);
+      },
+    });
+  }
+
+  it("writes every byte in slices, releasing each chunk only after the sink has consumed its last slice", async () => {
+    const pieces = [Buffer.alloc(10, 1), Buffer.alloc(3, 2), Buffer.alloc(8, 3)];
+    const released: number[] = [];
+    const received: Buffer[] = [];
+    const events: string[] = [];
+    const sink = slowSink(received, events);
+    await writeChunks(chunksOf(pieces, released), sink, { sliceSize: 4, onChunk: (data) => events.push(`chunk ${data.length}`) });
+    expect(Buffer.concat(received).equals(Buffer.concat(pieces))).toBe(true);
+    expect(received.map((slice) => slice.length)).toEqual([4, 4, 2, 3, 4, 4]);
+    expect(released).toEqual([0, 1, 2]);
+    expect(events).toEqual(["chunk 10", "consumed 4", "consumed 4", "consumed 2", "chunk 3", "consumed 3", "chunk 8", "consumed 4", "consumed 4"]);
+    expect(sink.writableEnded).toBe(true);
+  });
+
+  it("destroys the sink with the chunks' error, after releasing what it had", async () => {
+    const released: number[] = [];
+    async function* failing(): AsyncGenerator<PooledChunk> {
+      yield* chunksOf([Buffer.alloc(4)], released);
+      throw new Error("range failed");
+    }
+    const sink = slowSink([], []);
+    await expect(writeChunks(failing(), sink, { sliceSize: 4 })).rejects.toThrow("range failed");
+    expect(released).toEqual([0]);
+    expect(sink.destroyed).toBe(true);
+  });
+
+  it("fails when the sink fails, and stops reading the chunks", async () => {
+    const released: number[] = [];
+    let pulled = 0;
+    async function* endless(): AsyncGenerator<PooledChunk> {
+      for (;;) {
+        pulled++;
+        yield { data: Buffer.alloc(4), release: () => released.push(pulled) };
+      }
+    }
+    const sink = new Writable({
+      write(_chunk, _encoding, callback) {
+        // Fails on the third write without answering it, as a stage that dies mid-chunk does.
+        if (pulled === 3) sink.destroy(new Error("corrupt input"));
+        else callback();
+      },
+    });
+    await expect(writeChunks(endless(), sink, { sliceSize: 4 })).rejects.toThrow("corrupt input");
+    expect(pulled).toBe(3);
+    expect(released).toEqual([1, 2, 3]);
+  });
+});
+
+describe("discard", () => {
+  it("frees a buffer's memory at once: every view of it becomes empty", () => {
+    const buffer = Buffer.allocUnsafeSlow(1 << 20);
+    const view = buffer.subarray(10, 20);
+    discard(buffer);
+    expect(buffer.length).toBe(0);
+    expect(view.length).toBe(0);
+  });
+
+  it("leaves buffers on Node's shared slab alone", () => {
+    const small = Buffer.from("shared slab");
+    const neighbour = Buffer.from("neighbour");
+    discard(small);
+    expect(small.toString()).toBe("shared slab");
+    expect(neighbour.toString()).toBe("neighbour");
   });
 });

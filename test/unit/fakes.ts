@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
 import pino from "pino";
 import type { DockerEngine, ImageInfo } from "../../src/clients/docker.js";
-import type { ObjectInfo, ObjectStore, PendingUpload, StoredText, WriteCondition } from "../../src/clients/object-store.js";
+import type { ObjectInfo, ObjectStore, PendingUpload, RangeOptions, StoredText, WriteCondition } from "../../src/clients/object-store.js";
 import { ConflictError, NotFoundError, RemoteError } from "../../src/errors.js";
 import type { Clock, ServiceContext } from "../../src/services/context.js";
 import { silentProgress } from "../../src/services/context.js";
@@ -97,14 +97,16 @@ export class FakeObjectStore implements ObjectStore {
     return { etag: this.put(key, bytes, `"${md5(`${md5(bytes)}${this.versions}`)}-1"`) };
   }
 
-  async getRange(key: string, start: number, endInclusive: number, signal?: AbortSignal): Promise<Buffer> {
+  async getRange(key: string, start: number, endInclusive: number, options: RangeOptions = {}): Promise<Buffer> {
     this.operations.push({ op: "getRange", key });
-    signal?.throwIfAborted();
+    options.signal?.throwIfAborted();
     await this.beforeGetRange?.(key, start, endInclusive);
     const object = this.objects.get(key);
     if (!object) throw new NotFoundError(`${this.url(key)} does not exist`);
     if (start >= object.body.length) throw new RemoteError(`${this.url(key)}: range not satisfiable`);
-    return Buffer.from(object.body.subarray(start, endInclusive + 1));
+    const bytes = object.body.subarray(start, endInclusive + 1);
+    if (!options.into) return Buffer.from(bytes);
+    return options.into.subarray(0, bytes.copy(options.into));
   }
 
   async getStream(key: string): Promise<Readable> {

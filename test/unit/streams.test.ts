@@ -10,6 +10,7 @@ import { imageIdFromArchive } from "../../src/transfer/archive-manifest.js";
 import { OUTSIDE_DOCKERFILE_NAME, packBuildContext } from "../../src/transfer/build-context.js";
 import { DigestTap } from "../../src/transfer/digest.js";
 import { HoldBack } from "../../src/transfer/hold-back.js";
+import type { PooledChunk } from "../../src/transfer/buffer-pool.js";
 import { rangedDownload } from "../../src/transfer/ranged-download.js";
 import { rewriteTarTimes } from "../../src/transfer/tar-times.js";
 import { FakeObjectStore } from "./fakes.js";
@@ -168,6 +169,16 @@ describe("rewriteTarTimes", () => {
 describe("rangedDownload", () => {
   const KEY = "images/a/202507/a-20250721-2118-f7a5a27.tar.gz";
 
+  /** The ranges joined, each copied and released as a consumer would. */
+  async function collectRanges(ranges: AsyncIterable<PooledChunk>): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    for await (const range of ranges) {
+      parts.push(Buffer.from(range.data));
+      range.release();
+    }
+    return Buffer.concat(parts);
+  }
+
   function storeWith(data: Buffer): FakeObjectStore {
     const store = new FakeObjectStore();
     store.put(KEY, data);
@@ -179,9 +190,39 @@ describe("rangedDownload", () => {
     const store = storeWith(data);
     // Later ranges answer first: reassembly must still be in order.
     store.beforeGetRange = (_key, start) => new Promise((resolve) => setTimeout(resolve, 20 - (start / 10_000) * 2));
-    const out = await collect(rangedDownload(store, KEY, { size: data.length, rangeSize: 10_000, concurrency: 4, retries: 0 }));
+    const out = await collectRanges(rangedDownload(store, KEY, { size: data.length, rangeSize: 10_000, concurrency: 4, retries: 0 }));
     expect(out.equals(data)).toBe(true);
     expect(store.count("getRange")).toBe(11);
+  });
+
+  it("lands the ranges in concurrency + 1 reused buffers", async () => {
+    const data = randomBytes(100_000);
+    const store = storeWith(data);
+    const memory = new Set<ArrayBufferLike>();
+    const parts: Buffer[] = [];
+    for await (const range of rangedDownload(store, KEY, { size: data.length, rangeSize: 5_000, concurrency: 3, retries: 0 })) {
+      memory.add(range.data.buffer);
+      parts.push(Buffer.from(range.data));
+      range.release();
+    }
+    expect(Buffer.concat(parts).equals(data)).toBe(true);
+    expect(memory.size).toBe(4);
+  });
+
+  it("waits for the consumer to release a range before reusing its buffer", async () => {
+    const data = randomBytes(40_000);
+    const store = storeWith(data);
+    const ranges = rangedDownload(store, KEY, { size: data.length, rangeSize: 10_000, concurrency: 1, retries: 0 });
+    const first = (await ranges.next()).value as PooledChunk;
+    const second = (await ranges.next()).value as PooledChunk;
+    // Both buffers are out now: the third range cannot start until one comes back.
+    const third = ranges.next();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(store.count("getRange")).toBe(2);
+    expect(Buffer.concat([first.data, second.data]).equals(data.subarray(0, 20_000))).toBe(true);
+    first.release();
+    expect(((await third).value as PooledChunk).data.equals(data.subarray(20_000, 30_000))).toBe(true);
+    await ranges.return(undefined);
   });
 
   it("runs ranges concurrently up to the limit", async () => {
@@ -195,7 +236,7 @@ describe("rangedDownload", () => {
       await new Promise((resolve) => setTimeout(resolve, 10));
       running--;
     };
-    const out = await collect(rangedDownload(store, KEY, { size: data.length, rangeSize: 5_000, concurrency: 3, retries: 0 }));
+    const out = await collectRanges(rangedDownload(store, KEY, { size: data.length, rangeSize: 5_000, concurrency: 3, retries: 0 }));
     expect(out.equals(data)).toBe(true);
     expect(peak).toBe(3);
   });
@@ -211,7 +252,7 @@ describe("rangedDownload", () => {
       failures.set(start, count + 1);
       if (count < 2) throw new RemoteError("connection reset");
     };
-    const out = await collect(
+    const out = await collectRanges(
       rangedDownload(store, KEY, { size: data.length, rangeSize: 10_000, concurrency: 2, retries: 3, onRetry: (m) => retried.push(m) }),
     );
     expect(out.equals(data)).toBe(true);
@@ -225,24 +266,24 @@ describe("rangedDownload", () => {
     store.beforeGetRange = () => {
       throw new RemoteError("always broken");
     };
-    await expect(collect(rangedDownload(store, KEY, { size: 1000, rangeSize: 1000, concurrency: 1, retries: 1 }))).rejects.toThrow(/always broken/);
+    await expect(collectRanges(rangedDownload(store, KEY, { size: 1000, rangeSize: 1000, concurrency: 1, retries: 1 }))).rejects.toThrow(/always broken/);
     expect(store.count("getRange")).toBe(2);
   });
 
   it("does not retry NotFoundError", async () => {
     const store = new FakeObjectStore();
-    await expect(collect(rangedDownload(store, KEY, { size: 1000, rangeSize: 500, concurrency: 1, retries: 5 }))).rejects.toThrow(NotFoundError);
+    await expect(collectRanges(rangedDownload(store, KEY, { size: 1000, rangeSize: 500, concurrency: 1, retries: 5 }))).rejects.toThrow(NotFoundError);
     expect(store.count("getRange")).toBe(1);
   });
 
   it("detects a short read (the object is smaller than recorded)", async () => {
     const store = storeWith(randomBytes(900));
-    await expect(collect(rangedDownload(store, KEY, { size: 1000, rangeSize: 1000, concurrency: 1, retries: 0 }))).rejects.toThrow(/short read.*got 900/);
+    await expect(collectRanges(rangedDownload(store, KEY, { size: 1000, rangeSize: 1000, concurrency: 1, retries: 0 }))).rejects.toThrow(/short read.*got 900/);
   });
 
   it("an empty object yields nothing and makes no request", async () => {
     const store = storeWith(Buffer.alloc(0));
-    expect((await collect(rangedDownload(store, KEY, { size: 0, rangeSize: 10, concurrency: 2, retries: 0 }))).length).toBe(0);
+    expect((await collectRanges(rangedDownload(store, KEY, { size: 0, rangeSize: 10, concurrency: 2, retries: 0 }))).length).toBe(0);
     expect(store.count("getRange")).toBe(0);
   });
 });
