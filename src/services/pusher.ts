@@ -109,7 +109,12 @@ export class Pusher {
     try {
       const saved = await docker.saveImage(name);
       const stream = rewriteTarTimes(saved, mtime);
-      const uploading = store.upload(key, compressed, { partSizeBytes: transfer.partSizeBytes, concurrency: transfer.concurrency });
+      // The compressed chunks are gzip members made for this upload alone (DigestTap passes them on as they are).
+      const uploading = store.upload(key, compressed, {
+        partSizeBytes: transfer.partSizeBytes,
+        concurrency: transfer.concurrency,
+        bodyChunksHandedOver: true,
+      });
       // A failed upload stops the export too, instead of leaving docker save stalled on backpressure.
       uploading.catch((error: Error) => saved.destroy(error));
       const [upload, streamed] = await Promise.allSettled([uploading, pipeline(stream, exported, gzip, compressed)]);
