@@ -33,6 +33,19 @@ export class BufferPool {
     if (next) next(buffer);
     else this.free.push(buffer);
   }
+
+  /** `data` (the filled part of `buffer`, taken from this pool) with a release that gives `buffer` back once. */
+  chunk(buffer: Buffer, data: Buffer): PooledChunk {
+    let released = false;
+    return {
+      data,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.give(buffer);
+      },
+    };
+  }
 }
 
 export interface PooledChunk {
@@ -50,18 +63,7 @@ export interface PooledChunk {
 export async function* pooledChunks(source: AsyncIterable<Buffer>, pool: BufferPool, options: { discardInput?: boolean } = {}): AsyncGenerator<PooledChunk> {
   let current = await pool.take();
   let filled = 0;
-  const emit = (): PooledChunk => {
-    const buffer = current;
-    let released = false;
-    return {
-      data: buffer.subarray(0, filled),
-      release: () => {
-        if (released) return;
-        released = true;
-        pool.give(buffer);
-      },
-    };
-  };
+  const emit = (): PooledChunk => pool.chunk(current, current.subarray(0, filled));
   let emitted = false;
   for await (const chunk of source) {
     let offset = 0;

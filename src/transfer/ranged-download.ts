@@ -47,15 +47,7 @@ export async function* rangedDownload(store: ObjectStore, key: string, options: 
       pool.give(buffer);
       throw error instanceof AbortError ? error.cause : error;
     });
-    let released = false;
-    return {
-      data,
-      release: () => {
-        if (released) return;
-        released = true;
-        pool.give(buffer);
-      },
-    };
+    return pool.chunk(buffer, data);
   };
 
   const window: Promise<PooledChunk>[] = [];
