@@ -83,6 +83,9 @@ osd data = $RGW_DIR/osd0
 rgw frontends = beast endpoint=127.0.0.1:$RGW_PORT
 rgw data = $RGW_DIR/rgw
 rgw gc obj min wait = 0
+# Deleted objects' data goes back to the in-memory store only when the GC runs (hourly by default);
+# benchmarks that push and delete gigabytes would fill the store, and a full RGW hangs requests.
+rgw gc processor period = 10
 CONF
   export CEPH_CONF=$RGW_DIR/ceph.conf
   ceph-authtool --create-keyring "$RGW_DIR/mon.a.keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
