@@ -39,7 +39,10 @@ export interface StoredText {
 export type WriteCondition = { readonly ifNoneMatch: true } | { readonly ifMatch: string };
 
 export interface UploadOptions {
+  /** The smallest part; larger when `expectedBytes` would otherwise need more parts than S3 allows. */
   readonly partSizeBytes: number;
+  /** About how large the body will be (for a push, the uncompressed image), when known. */
+  readonly expectedBytes?: number;
   readonly concurrency: number;
   /**
    * The body's chunks are fresh buffers handed over to the upload, which frees each one as soon as
@@ -105,6 +108,18 @@ const bareEtag = (etag: string): string => etag.replace(/^"(.*)"$/, "$1");
 
 /** S3's limit on the parts of one multipart upload. */
 const MAX_PARTS = 10_000;
+const MiB = 1024 * 1024;
+
+/**
+ * The part size for a body of about `expectedBytes`: `minimum`, or the next whole MiB that fits the
+ * body in S3's 10,000 parts with 1% to spare (a gzip member of incompressible data is a little
+ * larger than its input).
+ */
+export function partSizeFor(minimum: number, expectedBytes: number | undefined): number {
+  if (expectedBytes === undefined) return minimum;
+  const needed = Math.ceil((expectedBytes * 1.01) / MAX_PARTS / MiB) * MiB;
+  return Math.max(minimum, needed);
+}
 
 const TRANSIENT_NETWORK = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH"]);
 
@@ -325,7 +340,8 @@ export class S3ObjectStore implements ObjectStore {
    */
   async upload(key: string, body: Readable, options: UploadOptions): Promise<{ etag: string }> {
     const Key = this.fullKey(key);
-    const parts = pooledChunks(body, new BufferPool(options.partSizeBytes, options.concurrency + 1), { discardInput: options.bodyChunksHandedOver });
+    const partSize = partSizeFor(options.partSizeBytes, options.expectedBytes);
+    const parts = pooledChunks(body, new BufferPool(partSize, options.concurrency + 1), { discardInput: options.bodyChunksHandedOver });
     let uploaded = 0;
     try {
       const first = (await parts.next()).value!;
@@ -348,7 +364,7 @@ export class S3ObjectStore implements ObjectStore {
           const PartNumber = ++partNumber;
           try {
             if (PartNumber > MAX_PARTS) {
-              throw new OperationError(`${this.url(key)} needs more than ${MAX_PARTS} parts of ${options.partSizeBytes} bytes: raise transfer.part_size_mb`);
+              throw new OperationError(`${this.url(key)} needs more than ${MAX_PARTS} parts of ${partSize} bytes: raise transfer.part_size_mb`);
             }
             const out = await this.client.send(
               new UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber, Body: part.data, ContentLength: part.data.length }),

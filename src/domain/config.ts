@@ -151,7 +151,7 @@ export function resolveConfig(input: ResolveInput): ResolvedConfig {
     retryCount: config.defaults?.retry_count ?? 3,
     logLevel: flags.logLevel ?? logLevelNumber(config.defaults?.log_level) ?? 2,
     transfer: {
-      partSizeBytes: (transfer.part_size_mb ?? 8) * MiB,
+      partSizeBytes: (transfer.part_size_mb ?? 5) * MiB,
       concurrency: transfer.concurrency ?? 4,
       chunkSizeBytes: (transfer.chunk_size_mb ?? 4) * MiB,
       compressionWorkers: workers,

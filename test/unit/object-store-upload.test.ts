@@ -6,7 +6,7 @@
 import { Readable } from "node:stream";
 import pino from "pino";
 import { describe, expect, it } from "vitest";
-import { S3ObjectStore } from "../../src/clients/object-store.js";
+import { partSizeFor, S3ObjectStore } from "../../src/clients/object-store.js";
 
 interface Sent {
   readonly command: string;
@@ -95,5 +95,36 @@ describe("S3ObjectStore.upload", () => {
     );
     expect(sent.some((s) => s.command === "AbortMultipartUploadCommand" && s.input.UploadId === "upload-1")).toBe(true);
     expect(sent.some((s) => s.command === "CompleteMultipartUploadCommand")).toBe(false);
+  });
+});
+
+describe("partSizeFor", () => {
+  const MiB = 1024 * 1024;
+  const GiB = 1024 * MiB;
+
+  it("keeps the configured part size while the body fits 10,000 of them", () => {
+    expect(partSizeFor(5 * MiB, undefined)).toBe(5 * MiB);
+    expect(partSizeFor(5 * MiB, 0)).toBe(5 * MiB);
+    expect(partSizeFor(5 * MiB, GiB)).toBe(5 * MiB);
+    expect(partSizeFor(5 * MiB, 48 * GiB)).toBe(5 * MiB);
+  });
+
+  it("raises it to whole MiB for larger bodies, so that they fit with 1% to spare", () => {
+    for (const size of [49.6 * GiB, 60 * GiB, 100 * GiB, 1024 * GiB, 60 * GiB + 1]) {
+      const part = partSizeFor(5 * MiB, size);
+      expect(part % MiB).toBe(0);
+      expect(part).toBeGreaterThan(5 * MiB);
+      expect(Math.ceil((size * 1.01) / part)).toBeLessThanOrEqual(10_000);
+      // Not more than a MiB above what is needed.
+      expect(Math.ceil((size * 1.01) / (part - MiB))).toBeGreaterThan(10_000);
+    }
+    expect(partSizeFor(64 * MiB, 100 * GiB)).toBe(64 * MiB);
+  });
+
+  it("uploads an expected-large body in the raised part size", async () => {
+    const { store, bodies } = storeWith();
+    // 16-byte minimum, but 3,000,000 expected bytes need parts of at least 1 MiB.
+    await store.upload("images/c.tar.gz", body(bytes(3 * MiB), 64 * 1024), { partSizeBytes: 16, expectedBytes: 3_000_000, concurrency: 2 });
+    expect([...bodies.values()].map((part) => part.length)).toEqual([MiB, MiB, MiB]);
   });
 });
