@@ -152,7 +152,9 @@ function run(file, args, options = {}) {
 //   growing limit, and every promotion started a full marking; on a 1 GB pull that was 110 full
 //   GCs and half of s3dock's CPU time, now about 20 (see docs/benchmarks.md). It is a threshold,
 //   not a reservation: the heap still only grows as far as it needs.
-const SEA_EXEC_ARGV = ["--max-semi-space-size=1", "--initial-old-space-size=128"];
+// - gc exposed: push asks for a full collection every 16 MiB exported, so spent socket buffers are
+//   freed then instead of after 64 MiB of them (src/transfer/collection-pacer.ts).
+const SEA_EXEC_ARGV = ["--max-semi-space-size=1", "--initial-old-space-size=128", "--expose-gc"];
 
 async function seaStep() {
   const t0 = performance.now();

@@ -12,11 +12,15 @@ import { formatGoTime, formatLocalMonth, formatLocalStamp, gitTimeToDate } from 
 import type { ImageInfo } from "../clients/docker.js";
 import { imageIdFromArchive } from "../transfer/archive-manifest.js";
 import { DigestTap } from "../transfer/digest.js";
+import { collectionPacer, type GarbageCollector } from "../transfer/collection-pacer.js";
 import { parallelGzip } from "../transfer/parallel-gzip.js";
 import { rewriteTarTimes } from "../transfer/tar-times.js";
 import { AuditLog } from "./audit.js";
 import { ImageCatalog, type StoredImage } from "./catalog.js";
 import type { ServiceContext } from "./context.js";
+
+/** How much of the export passes between the full collections that free its spent socket buffers. */
+const COLLECTION_INTERVAL_BYTES = 16 * 1024 * 1024;
 
 export interface PushResult {
   readonly image_ref: string;
@@ -103,7 +107,14 @@ export class Pusher {
   private async upload(name: string, key: string, local: ImageInfo, mtime: Date): Promise<ImageMetadata> {
     const { docker, store, transfer, progress, clock, user, toolVersion } = this.ctx;
     const bar = progress.start(`push ${name}`, local.size, "bytes");
-    const exported = new DigestTap((bytes) => bar.update(bytes), { md5: false, sha256: false });
+    const collectGarbage = collectionPacer(COLLECTION_INTERVAL_BYTES, globalThis.gc as GarbageCollector | undefined);
+    const exported = new DigestTap(
+      (bytes) => {
+        bar.update(bytes);
+        collectGarbage(bytes);
+      },
+      { md5: false, sha256: false },
+    );
     const compressed = new DigestTap();
     const gzip = parallelGzip({ level: transfer.gzipLevel, chunkSize: transfer.chunkSizeBytes, workers: transfer.compressionWorkers });
     try {
@@ -112,6 +123,7 @@ export class Pusher {
       // The compressed chunks are gzip members made for this upload alone (DigestTap passes them on as they are).
       const uploading = store.upload(key, compressed, {
         partSizeBytes: transfer.partSizeBytes,
+        expectedBytes: local.size,
         concurrency: transfer.concurrency,
         bodyChunksHandedOver: true,
       });
