@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
 import pino from "pino";
 import type { DockerEngine, ImageInfo } from "../../src/clients/docker.js";
-import type { ObjectInfo, ObjectStore, PendingUpload, RangeOptions, StoredText, WriteCondition } from "../../src/clients/object-store.js";
+import type { ObjectInfo, ObjectStore, PendingUpload, RangeOptions, StoredText, UploadOptions, WriteCondition } from "../../src/clients/object-store.js";
 import { ConflictError, NotFoundError, RemoteError } from "../../src/errors.js";
 import type { Clock, ServiceContext } from "../../src/services/context.js";
 import { silentProgress } from "../../src/services/context.js";
@@ -30,6 +30,8 @@ export class FakeObjectStore implements ObjectStore {
   readonly bucket: string;
   readonly objects = new Map<string, StoredObject>();
   readonly operations: StoreOperation[] = [];
+  /** The options of each upload, in order. */
+  readonly uploadOptions: UploadOptions[] = [];
   /** Runs before a putText is applied: lets a test slip in a concurrent writer. */
   beforePutText: ((key: string) => void | Promise<void>) | undefined;
   /** Runs before each getRange; throw from it to fail that attempt. */
@@ -90,8 +92,9 @@ export class FakeObjectStore implements ObjectStore {
     return { etag: this.put(key, text) };
   }
 
-  async upload(key: string, body: Readable): Promise<{ etag: string }> {
+  async upload(key: string, body: Readable, options: UploadOptions): Promise<{ etag: string }> {
     this.operations.push({ op: "upload", key });
+    this.uploadOptions.push(options);
     const bytes = await collect(body);
     // A multipart upload's ETag is not the MD5 of the object.
     return { etag: this.put(key, bytes, `"${md5(`${md5(bytes)}${this.versions}`)}-1"`) };
