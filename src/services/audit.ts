@@ -18,6 +18,16 @@ export class AuditLog {
   ) {}
 
   /**
+   * Lets the store find out now, alongside the caller's own work, whether the server honours
+   * create-only writes (it asks once per process, a few requests). A long command that records its
+   * event at the end calls this first, so the event costs one request when it is due. Failures
+   * surface in record().
+   */
+  prepare(): void {
+    this.deps.store.conditionalWritesHonoured().catch(() => undefined);
+  }
+
+  /**
    * Records one event. The change it describes has already happened, so a failure to record is
    * reported as a warning rather than undoing the change.
    */

@@ -67,6 +67,7 @@ export class Puller {
       logger.info(`${image.name} is already in the Docker engine: skipped`);
       return this.finish(image, source, sourceType, true, started);
     }
+    this.audit.prepare();
     await this.download(image);
     const loaded = await docker.inspectImage(image.name);
     if (!loaded) throw new IntegrityError(`${this.ctx.store.url(image.key)} loaded, but it does not contain ${image.name}`);

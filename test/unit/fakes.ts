@@ -24,7 +24,8 @@ const sha256 = (data: Buffer | string): string => createHash("sha256").update(da
 
 export type StoreOperation =
   | { readonly op: "putText"; readonly key: string; readonly condition: WriteCondition | undefined }
-  | { readonly op: "upload" | "copy" | "delete" | "getRange" | "getStream" | "getText" | "head"; readonly key: string };
+  | { readonly op: "upload" | "copy" | "delete" | "getRange" | "getStream" | "getText" | "head"; readonly key: string }
+  | { readonly op: "probeConditionalWrites"; readonly key: "" };
 
 export class FakeObjectStore implements ObjectStore {
   readonly bucket: string;
@@ -160,6 +161,7 @@ export class FakeObjectStore implements ObjectStore {
   async abortUpload(): Promise<void> {}
 
   async conditionalWritesHonoured(): Promise<boolean> {
+    this.operations.push({ op: "probeConditionalWrites", key: "" });
     return true;
   }
 

@@ -194,6 +194,15 @@ describe("Puller", () => {
     expect(ctx.store.count("getRange", KEY)).toBeGreaterThan(0);
   });
 
+  it("has the store probe conditional writes before downloading, so the audit event costs one request at the end", async () => {
+    await pushedAndRemoved();
+    ctx.store.operations.length = 0;
+    await new Puller(ctx).pull("shop", "20250721-2118-f7a5a27");
+    const ops = ctx.store.operations.map((operation) => operation.op);
+    expect(ops.indexOf("probeConditionalWrites")).toBeGreaterThanOrEqual(0);
+    expect(ops.indexOf("probeConditionalWrites")).toBeLessThan(ops.indexOf("getRange"));
+  });
+
   it("skips when the engine already has the image, with no download", async () => {
     await push(REF);
     const result = await new Puller(ctx).pull("shop", "20250721-2118-f7a5a27");
