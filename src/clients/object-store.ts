@@ -48,7 +48,7 @@ export interface UploadOptions {
    * The body's chunks are fresh buffers handed over to the upload, which frees each one as soon as
    * it is copied into a part (see discard) instead of leaving it for V8's next full collection.
    */
-  readonly bodyChunksHandedOver?: boolean;
+  readonly chunksHandedOver?: boolean;
   readonly onProgress?: (uploadedBytes: number) => void;
 }
 
@@ -341,7 +341,7 @@ export class S3ObjectStore implements ObjectStore {
   async upload(key: string, body: Readable, options: UploadOptions): Promise<{ etag: string }> {
     const Key = this.fullKey(key);
     const partSize = partSizeFor(options.partSizeBytes, options.expectedBytes);
-    const parts = pooledChunks(body, new BufferPool(partSize, options.concurrency + 1), { discardInput: options.bodyChunksHandedOver });
+    const parts = pooledChunks(body, new BufferPool(partSize, options.concurrency + 1), { chunksHandedOver: options.chunksHandedOver });
     let uploaded = 0;
     try {
       const first = (await parts.next()).value!;

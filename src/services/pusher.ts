@@ -125,7 +125,7 @@ export class Pusher {
         partSizeBytes: transfer.partSizeBytes,
         expectedBytes: local.size,
         concurrency: transfer.concurrency,
-        bodyChunksHandedOver: true,
+        chunksHandedOver: true,
       });
       // A failed upload stops the export too, instead of leaving docker save stalled on backpressure.
       uploading.catch((error: Error) => saved.destroy(error));

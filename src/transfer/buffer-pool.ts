@@ -58,9 +58,10 @@ export interface PooledChunk {
 /**
  * Copies a byte stream into pooled buffers and yields each when full (the last one when the stream
  * ends; an empty stream yields one empty chunk). Reading stops while every buffer is out. With
- * `discardInput`, each input chunk is the caller's to give up: it is discarded once copied.
+ * `chunksHandedOver`, the source's chunks are fresh buffers nobody else holds: each is discarded
+ * once copied.
  */
-export async function* pooledChunks(source: AsyncIterable<Buffer>, pool: BufferPool, options: { discardInput?: boolean } = {}): AsyncGenerator<PooledChunk> {
+export async function* pooledChunks(source: AsyncIterable<Buffer>, pool: BufferPool, options: { chunksHandedOver?: boolean } = {}): AsyncGenerator<PooledChunk> {
   let current = await pool.take();
   let filled = 0;
   const emit = (): PooledChunk => pool.chunk(current, current.subarray(0, filled));
@@ -78,7 +79,7 @@ export async function* pooledChunks(source: AsyncIterable<Buffer>, pool: BufferP
         filled = 0;
       }
     }
-    if (options.discardInput) discard(chunk);
+    if (options.chunksHandedOver) discard(chunk);
   }
   if (filled > 0 || !emitted) yield emit();
   else pool.give(current);

@@ -82,7 +82,7 @@ describe("pooledChunks", () => {
   });
 });
 
-describe("pooledChunks with discardInput", () => {
+describe("pooledChunks with chunksHandedOver", () => {
   it("copies each input chunk, then frees it", async () => {
     const pieces = [Buffer.alloc(100_000, 1), Buffer.alloc(200_000, 2)];
     const expected = Buffer.concat(pieces);
@@ -90,7 +90,7 @@ describe("pooledChunks with discardInput", () => {
     async function* handedOver() {
       yield* pieces;
     }
-    for await (const chunk of pooledChunks(handedOver(), new BufferPool(65_536, 2), { discardInput: true })) {
+    for await (const chunk of pooledChunks(handedOver(), new BufferPool(65_536, 2), { chunksHandedOver: true })) {
       copied.push(Buffer.from(chunk.data));
       chunk.release();
     }

@@ -46,7 +46,7 @@ describe("Pusher", () => {
     expect(ops[0]).toEqual({ op: "upload", key: KEY });
     expect(ops[1]).toEqual({ op: "putText", key: metadataKeyFor(KEY), condition: { ifNoneMatch: true } });
     // The image's size lets the upload raise its part size for images too large for 10,000 parts.
-    expect(ctx.store.uploadOptions[0]).toMatchObject({ expectedBytes: local.size, partSizeBytes: 5 * 1024 * 1024, bodyChunksHandedOver: true });
+    expect(ctx.store.uploadOptions[0]).toMatchObject({ expectedBytes: local.size, partSizeBytes: 5 * 1024 * 1024, chunksHandedOver: true });
 
     const metadata = parseDocument(imageMetadataSchema, ctx.store.text(metadataKeyFor(KEY))!, "m");
     const object = ctx.store.objects.get(KEY)!;
