@@ -2,8 +2,8 @@
  * Downloads an object as parallel ranged GETs and hands the ranges on in order: `concurrency`
  * ranges in flight, each retried on its own, so one slow or broken connection costs one range, not
  * the transfer. Ranges land in `concurrency + 1` reused buffers (one with the consumer, the others
- * downloading), so memory is about rangeSize × (concurrency + 1) and the downloaded bytes leave no
- * garbage behind.
+ * downloading or, when the consumer is the slower side, downloaded and waiting their turn), so
+ * memory is about rangeSize × (concurrency + 1) and the downloaded bytes leave no garbage behind.
  */
 import pRetry, { AbortError } from "p-retry";
 import type { ObjectStore } from "../clients/object-store.js";
