@@ -21,7 +21,7 @@ import {
 import { NodeHttpHandler } from "@smithy/node-http-handler";
 import type { Logger } from "pino";
 import { ConflictError, NotFoundError, OperationError, RemoteError, S3dockError } from "../errors.js";
-import { BufferPool, pooledChunks } from "../transfer/buffer-pool.js";
+import { BufferPool, handedOver, pooledChunks } from "../transfer/buffer-pool.js";
 
 export interface ObjectInfo {
   readonly key: string;
@@ -416,9 +416,10 @@ export class S3ObjectStore implements ObjectStore {
         { abortSignal: options.signal },
       );
       let filled = 0;
-      for await (const chunk of out.Body as Readable) {
-        if (filled + (chunk as Buffer).length > bytes.length) throw new RemoteError(`${this.url(key)}: the server sent more than bytes ${start}-${endInclusive}`);
-        filled += (chunk as Buffer).copy(bytes, filled);
+      // The body's reads are its own buffers: each is freed once copied, not left to pile up for the collector.
+      for await (const chunk of handedOver(out.Body as Readable)) {
+        if (filled + chunk.length > bytes.length) throw new RemoteError(`${this.url(key)}: the server sent more than bytes ${start}-${endInclusive}`);
+        filled += chunk.copy(bytes, filled);
       }
       return bytes.subarray(0, filled);
     } catch (error) {

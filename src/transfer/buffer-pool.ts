@@ -58,15 +58,14 @@ export interface PooledChunk {
 /**
  * Copies a byte stream into pooled buffers and yields each when full (the last one when the stream
  * ends; an empty stream yields one empty chunk). Reading stops while every buffer is out. With
- * `chunksHandedOver`, the source's chunks are fresh buffers nobody else holds: each is discarded
- * once copied.
+ * `chunksHandedOver`, the source gives its buffers away (see handedOver): each is freed once copied.
  */
 export async function* pooledChunks(source: AsyncIterable<Buffer>, pool: BufferPool, options: { chunksHandedOver?: boolean } = {}): AsyncGenerator<PooledChunk> {
   let current = await pool.take();
   let filled = 0;
   const emit = (): PooledChunk => pool.chunk(current, current.subarray(0, filled));
   let emitted = false;
-  for await (const chunk of source) {
+  for await (const chunk of options.chunksHandedOver ? handedOver(source) : source) {
     let offset = 0;
     while (offset < chunk.length) {
       const copied = chunk.copy(current, filled, offset);
@@ -79,10 +78,26 @@ export async function* pooledChunks(source: AsyncIterable<Buffer>, pool: BufferP
         filled = 0;
       }
     }
-    if (options.chunksHandedOver) discard(chunk);
   }
   if (filled > 0 || !emitted) yield emit();
   else pool.give(current);
+}
+
+/**
+ * Yields a source's chunks and frees the memory under each buffer once the consumer is done with
+ * the chunk that reaches the buffer's end (the source has filled it and moved on), and the last one
+ * at the end. For sources that give their buffers away and never look at them again: an HTTP body's
+ * reads, gzip members made for one upload, zlib's output (slices of one buffer until zlib has
+ * filled it and taken a new one). The consumer is done with a chunk when it asks for the next.
+ */
+export async function* handedOver(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  let last: Buffer | undefined;
+  for await (const chunk of source) {
+    yield chunk;
+    if (chunk.byteOffset + chunk.length === chunk.buffer.byteLength) discard(chunk);
+    last = chunk;
+  }
+  if (last) discard(last);
 }
 
 /**
@@ -97,12 +112,12 @@ export function discard(buffer: Buffer): void {
 }
 
 /**
- * Writes pooled chunks to `sink` in slices of at most `sliceSize` and gives each chunk's buffer back
- * once the sink has consumed its last slice (its write callback), so a stage that still reads its
- * input asynchronously, like zlib, never sees a buffer overwritten. Ends the sink after the last
- * chunk; destroys it if the chunks fail, and fails if the sink does.
+ * Writes pooled chunks to `sink` (in slices of at most `sliceSize`, if given) and gives each chunk's
+ * buffer back once the sink has consumed its last slice (its write callback), so a stage that still
+ * reads its input asynchronously, like zlib or a socket, never sees a buffer overwritten. Ends the
+ * sink after the last chunk; destroys it if the chunks fail, and fails if the sink does.
  */
-export async function writeChunks(chunks: AsyncIterable<PooledChunk>, sink: Writable, options: { sliceSize: number; onChunk?: (data: Buffer) => void }): Promise<void> {
+export async function writeChunks(chunks: AsyncIterable<PooledChunk>, sink: Writable, options: { sliceSize?: number; onChunk?: (data: Buffer) => void } = {}): Promise<void> {
   const sinkFailed = finished(sink, { readable: false });
   sinkFailed.catch(() => undefined); // raced below; once the sink has ended it is no longer needed
   const write = (slice: Buffer) =>
@@ -111,8 +126,9 @@ export async function writeChunks(chunks: AsyncIterable<PooledChunk>, sink: Writ
     for await (const chunk of chunks) {
       try {
         options.onChunk?.(chunk.data);
-        for (let offset = 0; offset < chunk.data.length; offset += options.sliceSize) {
-          await write(chunk.data.subarray(offset, offset + options.sliceSize));
+        const sliceSize = options.sliceSize ?? chunk.data.length;
+        for (let offset = 0; offset < chunk.data.length; offset += sliceSize) {
+          await write(chunk.data.subarray(offset, offset + sliceSize));
         }
       } finally {
         chunk.release();

@@ -1,7 +1,7 @@
 import { Readable, Writable } from "node:stream";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { BufferPool, discard, pooledChunks, writeChunks, type PooledChunk } from "../../src/transfer/buffer-pool.js";
+import { BufferPool, discard, handedOver, pooledChunks, writeChunks, type PooledChunk } from "../../src/transfer/buffer-pool.js";
 
 const source = (pieces: readonly Buffer[]) => Readable.from(pieces, { objectMode: false });
 
@@ -99,6 +99,58 @@ describe("pooledChunks with chunksHandedOver", () => {
   });
 });
 
+describe("handedOver", () => {
+  it("frees a buffer only once its last slice is done, as zlib fills one output buffer in several slices", async () => {
+    // Two "output buffers", each handed out as several slices, like zlib's chunkSize buffers.
+    const first = Buffer.alloc(100_000, 1);
+    const second = Buffer.alloc(100_000, 2);
+    const slices = [first.subarray(0, 40_000), first.subarray(40_000), second.subarray(0, 10_000), second.subarray(10_000)];
+    async function* source() {
+      yield* slices;
+    }
+    const seen: { length: number; firstAlive: number; secondAlive: number }[] = [];
+    for await (const chunk of handedOver(source())) {
+      seen.push({ length: chunk.length, firstAlive: first.buffer.byteLength, secondAlive: second.buffer.byteLength });
+    }
+    // While its slices were being read, each buffer was intact; each went once its last slice was done.
+    expect(seen).toEqual([
+      { length: 40_000, firstAlive: 100_000, secondAlive: 100_000 },
+      { length: 60_000, firstAlive: 100_000, secondAlive: 100_000 },
+      { length: 10_000, firstAlive: 0, secondAlive: 100_000 },
+      { length: 90_000, firstAlive: 0, secondAlive: 100_000 },
+    ]);
+    expect(second.buffer.byteLength).toBe(0);
+  });
+
+  it("frees a whole-buffer chunk as soon as the consumer asks for the next, before the source has one", async () => {
+    const first = Buffer.alloc(100_000, 1);
+    let produceSecond!: () => void;
+    const secondReady = new Promise<void>((resolve) => (produceSecond = resolve));
+    async function* source() {
+      yield first;
+      await secondReady;
+      yield Buffer.alloc(100_000, 2);
+    }
+    const chunks = handedOver(source());
+    expect((await chunks.next()).value).toBe(first);
+    const asking = chunks.next();
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(first.buffer.byteLength).toBe(0); // gone while the source is still working on the next
+    produceSecond();
+    expect((await asking).value?.length).toBe(100_000);
+    await chunks.return(undefined);
+  });
+
+  it("leaves buffers from Node's shared slab alone", async () => {
+    const small = Buffer.from("small enough for the shared slab");
+    async function* source() {
+      yield small;
+    }
+    for await (const chunk of handedOver(source())) expect(chunk.toString()).toBe("small enough for the shared slab");
+    expect(small.toString()).toBe("small enough for the shared slab");
+  });
+});
+
 describe("writeChunks", () => {
   /** Chunks over fresh buffers that record when they are released. */
   async function* chunksOf(pieces: readonly Buffer[], released: number[]): AsyncGenerator<PooledChunk> {
@@ -131,6 +183,15 @@ describe("writeChunks", () => {
     expect(released).toEqual([0, 1, 2]);
     expect(events).toEqual(["chunk 10", "consumed 4", "consumed 4", "consumed 2", "chunk 3", "consumed 3", "chunk 8", "consumed 4", "consumed 4"]);
     expect(sink.writableEnded).toBe(true);
+  });
+
+  it("without a slice size writes each chunk whole", async () => {
+    const pieces = [Buffer.alloc(10, 1), Buffer.alloc(3, 2)];
+    const released: number[] = [];
+    const received: Buffer[] = [];
+    await writeChunks(chunksOf(pieces, released), slowSink(received, []));
+    expect(received.map((slice) => slice.length)).toEqual([10, 3]);
+    expect(released).toEqual([0, 1]);
   });
 
   it("destroys the sink with the chunks' error, after releasing what it had", async () => {
