@@ -1,7 +1,8 @@
 /** The Docker engine as the services see it, and its implementation over dockerode. */
-import type { Readable } from "node:stream";
+import { Readable, type Writable } from "node:stream";
 import Docker from "dockerode";
 import { IntegrityError, NotFoundError, RemoteError, S3dockError } from "../errors.js";
+import { writeChunks, type PooledChunk } from "../transfer/buffer-pool.js";
 
 export interface ImageInfo {
   /** `sha256:…`, the config digest: equal IDs mean equal images. */
@@ -29,8 +30,12 @@ export interface DockerEngine {
   inspectImage(reference: string): Promise<ImageInfo | undefined>;
   /** `docker save`: the image as a tar stream. */
   saveImage(reference: string): Promise<Readable>;
-  /** `docker load`: resolves with the loaded image names; rejects when the engine reports an error in the stream. */
-  loadImage(tar: Readable): Promise<string[]>;
+  /**
+   * `docker load` of a tar given as pooled chunks, each released once the engine's connection has
+   * taken it: resolves with the loaded image names; rejects when the engine reports an error, or
+   * with the archive's own error when the chunks fail.
+   */
+  loadImage(archive: AsyncIterable<PooledChunk>): Promise<string[]>;
   buildImage(context: Readable, options: BuildOptions): Promise<void>;
   /** Images whose repository is `repository`, as `repository:tag` with their IDs. */
   listImageTags(repository: string): Promise<{ tag: string; id: string; created: Date }[]>;
@@ -136,9 +141,10 @@ export class DockerodeEngine implements DockerEngine {
     }
   }
 
-  async loadImage(tar: Readable): Promise<string[]> {
+  async loadImage(archive: AsyncIterable<PooledChunk>): Promise<string[]> {
+    const body = new PooledRequestBody(archive);
     try {
-      const response = (await this.docker.loadImage(tar, { quiet: true })) as unknown as Readable;
+      const response = (await this.docker.loadImage(body, { quiet: true })) as unknown as Readable;
       const loaded: string[] = [];
       await readJsonMessages(response, (message) => {
         const match = /Loaded image(?: ID)?: (\S+)/.exec(message.stream ?? "");
@@ -147,6 +153,9 @@ export class DockerodeEngine implements DockerEngine {
       if (loaded.length === 0) throw new IntegrityError("the Docker engine loaded no image from the archive");
       return loaded;
     } catch (error) {
+      // A failing archive cuts the request short: its own error is the cause, the engine's complaint the symptom.
+      if (body.failure) throw body.failure;
+      body.stop();
       // The engine reports a full disk as a failed request or as an error inside the response stream.
       throw this.diskFull(error) ?? this.failure(error, "load image");
     }
@@ -203,6 +212,45 @@ export class DockerodeEngine implements DockerEngine {
       return new Set(containers.map((container) => container.ImageID));
     } catch (error) {
       throw this.failure(error, "list containers");
+    }
+  }
+}
+
+/**
+ * A request body for docker-modem, which pipes whatever body it is given into the request. Piping
+ * lets go of a chunk as soon as it is queued; writing with callbacks instead gives each pooled
+ * buffer back only once the socket has taken its bytes, so the pool can reuse it.
+ */
+class PooledRequestBody extends Readable {
+  /** Set when the archive itself failed, as opposed to the request. */
+  failure: unknown;
+  private destination: Writable | undefined;
+
+  constructor(private readonly archive: AsyncIterable<PooledChunk>) {
+    super();
+  }
+
+  override _read(): void {
+    // Never read: pipe() below writes the chunks itself.
+  }
+
+  override pipe<T extends NodeJS.WritableStream>(destination: T): T {
+    this.destination = destination as unknown as Writable;
+    writeChunks(this.chunksNotingFailure(), this.destination).catch(() => undefined); // the request reports it
+    return destination;
+  }
+
+  /** Stops writing (the engine has failed the load): the archive's chunks are given back and its source closed. */
+  stop(): void {
+    this.destination?.destroy();
+  }
+
+  private async *chunksNotingFailure(): AsyncGenerator<PooledChunk> {
+    try {
+      yield* this.archive;
+    } catch (error) {
+      this.failure = error;
+      throw error;
     }
   }
 }

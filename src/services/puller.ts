@@ -3,13 +3,12 @@
  * The end of the tar is held back until the whole object's checksum has matched, so the engine can
  * never finish loading an image from bad bytes.
  */
-import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { IntegrityError, S3dockError } from "../errors.js";
 import { isImageRef, looksLikeVersion, parseAppName, parseEnvName, parseImageRef, parseVersion } from "../domain/names.js";
-import { writeChunks } from "../transfer/buffer-pool.js";
+import { BufferPool, pooledChunks, writeChunks } from "../transfer/buffer-pool.js";
 import { Digester } from "../transfer/digest.js";
-import { HoldBack } from "../transfer/hold-back.js";
+import { holdBack } from "../transfer/hold-back.js";
 import { rangedDownload } from "../transfer/ranged-download.js";
 import { AuditLog } from "./audit.js";
 import { ImageCatalog, type StoredImage } from "./catalog.js";
@@ -25,11 +24,16 @@ export interface PullResult {
   readonly duration_ms: number;
 }
 
+const MiB = 1024 * 1024;
 /** Larger than the tar's end-of-archive blocks plus the last entry's padding, so the end stays behind. */
-const HOLD_BACK_BYTES = 1024 * 1024;
-const RANGE_BYTES = 4 * 1024 * 1024;
-/** zlib inflates a whole input chunk before it heeds backpressure: small slices keep its output burst small. */
-const SLICE_BYTES = 256 * 1024;
+const HOLD_BACK_BYTES = MiB;
+const RANGE_BYTES = 4 * MiB;
+/** zlib inflates a whole input slice before it heeds backpressure: the slice bounds its output burst. */
+const SLICE_BYTES = MiB;
+/** zlib's output buffers, and the pooled buffers the tar goes to the engine in. */
+const TAR_CHUNK_BYTES = MiB;
+/** One filling, one with the engine's connection, and what the hold-back keeps (at most two). */
+const TAR_CHUNKS = 4;
 
 export class Puller {
   private readonly catalog: ImageCatalog;
@@ -107,26 +111,29 @@ export class Puller {
       retries: retryCount,
       onRetry: (message) => logger.warn(message),
     });
-    // 256 KiB output steps instead of zlib's 16 KiB: far fewer thread-pool hops and writes to the engine.
-    const gunzip = createGunzip({ chunkSize: 256 * 1024 });
-    const tar = new HoldBack(HOLD_BACK_BYTES, verify);
+    const gunzip = createGunzip({ chunkSize: TAR_CHUNK_BYTES });
+    const feeding = writeChunks(ranges, gunzip, {
+      sliceSize: SLICE_BYTES,
+      onChunk: (data) => {
+        digester.update(data);
+        bar.update(digester.size);
+      },
+    });
+    // zlib's output is copied into a few reused buffers and its own freed at once: left to the
+    // collector, a gigabyte of it piles up tens of MiB deep.
+    const tar = holdBack(pooledChunks(gunzip, new BufferPool(TAR_CHUNK_BYTES, TAR_CHUNKS), { chunksHandedOver: true }), HOLD_BACK_BYTES, verify);
+    const loading = docker.loadImage(tar);
+    // The first failure is the cause; whatever fails after it (the engine's complaint about a cut-off archive, a
+    // closed decompressor) is its echo.
+    const failures: unknown[] = [];
+    const note = (error: unknown) => void failures.push(error);
     try {
-      const feeding = writeChunks(ranges, gunzip, {
-        sliceSize: SLICE_BYTES,
-        onChunk: (data) => {
-          digester.update(data);
-          bar.update(digester.size);
-        },
-      });
-      const streaming = Promise.all([feeding, pipeline(gunzip, tar)]).catch((error: unknown) => {
+      await Promise.all([feeding.catch(note), loading.catch(note)]);
+      if (failures.length > 0) {
+        const error = failures[0];
         if (error instanceof S3dockError) throw error;
         throw new IntegrityError(`${store.url(image.key)} is not a valid image archive (${(error as Error).message}): refusing to load it`);
-      });
-      const loading = docker.loadImage(tar);
-      const [streamed, load] = await Promise.allSettled([streaming, loading]);
-      // The stream's failure is the cause; the engine's complaint about a cut-off archive is its symptom.
-      if (streamed.status === "rejected") throw streamed.reason;
-      if (load.status === "rejected") throw load.reason;
+      }
     } finally {
       bar.stop();
     }

@@ -7,6 +7,7 @@ import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
 import pino from "pino";
 import type { DockerEngine, ImageInfo } from "../../src/clients/docker.js";
+import type { PooledChunk } from "../../src/transfer/buffer-pool.js";
 import type { ObjectInfo, ObjectStore, PendingUpload, RangeOptions, StoredText, UploadOptions, WriteCondition } from "../../src/clients/object-store.js";
 import { ConflictError, NotFoundError, RemoteError } from "../../src/errors.js";
 import type { Clock, ServiceContext } from "../../src/services/context.js";
@@ -223,9 +224,15 @@ export class FakeDockerEngine implements DockerEngine {
     return Readable.from([tarBytes]);
   }
 
-  async loadImage(tar: Readable): Promise<string[]> {
+  /** Like the real adapter: copies and releases each chunk as it arrives; a failing archive rejects with its own error. */
+  async loadImage(archive: AsyncIterable<PooledChunk>): Promise<string[]> {
     this.loadCalls++;
-    const entries = await readTar(tar);
+    const received: Buffer[] = [];
+    for await (const chunk of archive) {
+      received.push(Buffer.from(chunk.data));
+      chunk.release();
+    }
+    const entries = await readTar(Buffer.concat(received));
     const manifestEntry = entries.find((entry) => entry.header.name === "manifest.json");
     if (!manifestEntry) throw new RemoteError("the Docker engine reported: no manifest.json in the archive");
     const manifest = JSON.parse(manifestEntry.body.toString("utf8")) as { Config: string; RepoTags: string[]; Layers: string[] }[];

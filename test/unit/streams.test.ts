@@ -2,14 +2,13 @@ import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { PassThrough, Readable, Writable } from "node:stream";
-import { pipeline } from "node:stream/promises";
+import { Readable } from "node:stream";
 import { afterAll, describe, expect, it } from "vitest";
 import { IntegrityError, NotFoundError, RemoteError } from "../../src/errors.js";
 import { imageIdFromArchive } from "../../src/transfer/archive-manifest.js";
 import { OUTSIDE_DOCKERFILE_NAME, packBuildContext } from "../../src/transfer/build-context.js";
 import { DigestTap } from "../../src/transfer/digest.js";
-import { HoldBack } from "../../src/transfer/hold-back.js";
+import { holdBack } from "../../src/transfer/hold-back.js";
 import type { PooledChunk } from "../../src/transfer/buffer-pool.js";
 import { rangedDownload } from "../../src/transfer/ranged-download.js";
 import { rewriteTarTimes } from "../../src/transfer/tar-times.js";
@@ -44,77 +43,92 @@ describe("DigestTap", () => {
   });
 });
 
-describe("HoldBack", () => {
-  it("passes everything through after release approves", async () => {
+describe("holdBack", () => {
+  /** Pooled-chunk stand-ins over `data` in pieces of `size`, recording which were released. */
+  function chunksOf(data: Buffer, size: number, released: Set<number>): { chunks: PooledChunk[]; source: () => AsyncGenerator<PooledChunk> } {
+    const chunks = pieces(data, size).map((piece, index) => ({ data: piece, release: () => released.add(index) }));
+    return {
+      chunks,
+      source: async function* () {
+        yield* chunks;
+      },
+    };
+  }
+
+  it("passes every chunk through, whole and in order, once release approves", async () => {
     const data = randomBytes(100_000);
-    let released = false;
-    const hold = new HoldBack(4096, () => {
-      released = true;
-    });
-    const out = await collect(Readable.from(pieces(data, 1000)).pipe(hold));
-    expect(released).toBe(true);
-    expect(out.equals(data)).toBe(true);
+    const released = new Set<number>();
+    let approved = false;
+    const { chunks, source } = chunksOf(data, 1000, released);
+    const out: PooledChunk[] = [];
+    for await (const chunk of holdBack(source(), 4096, () => void (approved = true))) out.push(chunk);
+    expect(approved).toBe(true);
+    expect(out).toEqual(chunks);
+    expect(released.size).toBe(0); // releasing is the consumer's business
   });
 
   it("keeps at least the last N bytes back until the input ends and release resolves", async () => {
-    const input = new PassThrough();
+    const sizes = [250, 30, 200, 5, 120];
     let approve!: () => void;
-    const hold = new HoldBack(100, () => new Promise<void>((resolve) => (approve = resolve)));
-    const received: Buffer[] = [];
-    hold.on("data", (chunk: Buffer) => received.push(chunk));
-    input.pipe(hold);
-    const tick = () => new Promise((resolve) => setTimeout(resolve, 20));
-    let written = 0;
-    for (const size of [250, 30, 200, 5, 120]) {
-      input.write(Buffer.alloc(size, size % 256));
-      written += size;
-      await tick();
-      expect(Buffer.concat(received).length).toBeLessThanOrEqual(written - 100);
+    let inputEnded = false;
+    async function* input(): AsyncGenerator<PooledChunk> {
+      for (const size of sizes) yield { data: Buffer.alloc(size, size % 256), release: () => undefined };
+      inputEnded = true;
     }
-    expect(Buffer.concat(received).length).toBeGreaterThan(0); // it does pass bytes on before the end
-    input.end();
-    await tick();
-    expect(Buffer.concat(received).length).toBeLessThanOrEqual(written - 100); // release has not resolved yet
+    const written = sizes.reduce((sum, size) => sum + size, 0);
+    let passed = 0;
+    const seenBeforeApproval: number[] = [];
+    const consuming = (async () => {
+      for await (const chunk of holdBack(input(), 100, () => new Promise<void>((resolve) => (approve = resolve)))) {
+        passed += chunk.data.length;
+        if (!inputEnded) seenBeforeApproval.push(passed);
+      }
+    })();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(inputEnded).toBe(true);
+    expect(passed).toBeLessThanOrEqual(written - 100); // release has not resolved yet
+    expect(passed).toBeGreaterThan(0); // it does pass bytes on before the end
     approve();
-    await new Promise((resolve) => hold.on("end", resolve));
-    expect(Buffer.concat(received).length).toBe(written);
+    await consuming;
+    expect(passed).toBe(written);
   });
 
   it("a short input is held entirely", async () => {
-    const received: Buffer[] = [];
-    let sawDuringRelease = -1;
-    const hold = new HoldBack(1000, () => {
-      sawDuringRelease = Buffer.concat(received).length;
-    });
-    hold.on("data", (chunk: Buffer) => received.push(chunk));
-    await pipeline(Readable.from([Buffer.alloc(500)]), hold);
-    expect(sawDuringRelease).toBe(0);
-    expect(Buffer.concat(received).length).toBe(500);
+    let passedDuringRelease = -1;
+    let passed = 0;
+    async function* input(): AsyncGenerator<PooledChunk> {
+      yield { data: Buffer.alloc(500), release: () => undefined };
+    }
+    for await (const chunk of holdBack(input(), 1000, () => void (passedDuringRelease = passed))) passed += chunk.data.length;
+    expect(passedDuringRelease).toBe(0);
+    expect(passed).toBe(500);
   });
 
-  it("release throwing errors the stream and the held bytes are never emitted", async () => {
+  it("release throwing gives the held chunks back unseen and fails the consumer", async () => {
     const data = randomBytes(10_000);
-    const received: Buffer[] = [];
-    const hold = new HoldBack(2048, () => {
-      throw new IntegrityError("checksum mismatch");
-    });
-    const sink = new Writable({
-      write(chunk: Buffer, _encoding, callback) {
-        received.push(chunk);
-        callback();
-      },
-    });
-    await expect(pipeline(Readable.from(pieces(data, 999)), hold, sink)).rejects.toThrow(/checksum mismatch/);
-    const got = Buffer.concat(received);
-    expect(got.length).toBeLessThanOrEqual(data.length - 2048);
-    expect(got.equals(data.subarray(0, got.length))).toBe(true);
+    const released = new Set<number>();
+    const { chunks, source } = chunksOf(data, 999, released);
+    const passed: PooledChunk[] = [];
+    const consume = async () => {
+      for await (const chunk of holdBack(source(), 2048, () => Promise.reject(new IntegrityError("checksum mismatch")))) passed.push(chunk);
+    };
+    await expect(consume()).rejects.toThrow(/checksum mismatch/);
+    const passedBytes = passed.reduce((sum, chunk) => sum + chunk.data.length, 0);
+    expect(passedBytes).toBeLessThanOrEqual(data.length - 2048);
+    expect(passed).toEqual(chunks.slice(0, passed.length));
+    // Everything not passed on went back to its pool.
+    expect([...released].sort((a, b) => a - b)).toEqual(chunks.map((_, index) => index).slice(passed.length));
   });
 
-  it("an async rejection works the same", async () => {
-    const hold = new HoldBack(10, async () => {
-      throw new IntegrityError("bad");
-    });
-    await expect(collect(Readable.from([Buffer.alloc(5)]).pipe(hold))).rejects.toThrow(IntegrityError);
+  it("a consumer that stops early leaves no held chunk unreleased", async () => {
+    const released = new Set<number>();
+    const { chunks, source } = chunksOf(randomBytes(10_000), 1000, released);
+    const held = holdBack(source(), 3000, () => undefined);
+    const first = await held.next();
+    expect(first.value).toBe(chunks[0]);
+    await held.return(undefined);
+    // The first went to the consumer; the ones behind it were held and are given back.
+    expect([...released].sort((a, b) => a - b)).toEqual([1, 2, 3]);
   });
 });
 
