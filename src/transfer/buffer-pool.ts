@@ -84,20 +84,22 @@ export async function* pooledChunks(source: AsyncIterable<Buffer>, pool: BufferP
 }
 
 /**
- * Yields a source's chunks and frees the memory under each buffer once the consumer is done with
- * the chunk that reaches the buffer's end (the source has filled it and moved on), and the last one
- * at the end. For sources that give their buffers away and never look at them again: an HTTP body's
- * reads, gzip members made for one upload, zlib's output (slices of one buffer until zlib has
- * filled it and taken a new one). The consumer is done with a chunk when it asks for the next.
+ * Yields a source's chunks and frees the memory under each buffer as soon as the source has moved
+ * on from it: once the consumer is done with a chunk that reaches the buffer's end (the source
+ * filled it), once a chunk from another buffer arrives, and the last one at the end. For sources
+ * that give their buffers away and never look at them again: an HTTP body's reads, gzip members made
+ * for one upload, zlib's output (slices of one buffer until zlib has filled it and taken a new one).
+ * The consumer is done with a chunk when it asks for the next.
  */
 export async function* handedOver(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-  let last: Buffer | undefined;
+  let previous: Buffer | undefined;
   for await (const chunk of source) {
+    if (previous && previous.buffer !== chunk.buffer) discard(previous);
     yield chunk;
     if (chunk.byteOffset + chunk.length === chunk.buffer.byteLength) discard(chunk);
-    last = chunk;
+    previous = chunk;
   }
-  if (last) discard(last);
+  if (previous) discard(previous);
 }
 
 /**

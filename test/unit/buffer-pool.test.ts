@@ -141,6 +141,24 @@ describe("handedOver", () => {
     await chunks.return(undefined);
   });
 
+  it("frees a buffer the chunk did not fill once a chunk from another buffer arrives, as with gzip members", async () => {
+    // Each member is the start of a buffer sized for deflate's worst case.
+    const buffers = [Buffer.alloc(100_000, 1), Buffer.alloc(100_000, 2)];
+    async function* source() {
+      for (const buffer of buffers) yield buffer.subarray(0, 60_000);
+    }
+    const alive: number[][] = [];
+    for await (const member of handedOver(source())) {
+      expect(member.length).toBe(60_000);
+      alive.push(buffers.map((buffer) => buffer.buffer.byteLength));
+    }
+    expect(alive).toEqual([
+      [100_000, 100_000],
+      [0, 100_000],
+    ]);
+    expect(buffers[1]!.buffer.byteLength).toBe(0);
+  });
+
   it("leaves buffers from Node's shared slab alone", async () => {
     const small = Buffer.from("small enough for the shared slab");
     async function* source() {
