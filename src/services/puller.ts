@@ -6,7 +6,7 @@
 import { createGunzip } from "node:zlib";
 import { IntegrityError, S3dockError } from "../errors.js";
 import { isImageRef, looksLikeVersion, parseAppName, parseEnvName, parseImageRef, parseVersion } from "../domain/names.js";
-import { BufferPool, pooledChunks, writeChunks } from "../transfer/buffer-pool.js";
+import { BufferPool, handedOver, pooledChunks, writeChunks } from "../transfer/buffer-pool.js";
 import { Digester } from "../transfer/digest.js";
 import { holdBack } from "../transfer/hold-back.js";
 import { rangedDownload } from "../transfer/ranged-download.js";
@@ -121,8 +121,13 @@ export class Puller {
     });
     // zlib's output is copied into a few reused buffers and its own freed at once: left to the
     // collector, a gigabyte of it piles up tens of MiB deep.
-    const tar = holdBack(pooledChunks(gunzip, new BufferPool(TAR_CHUNK_BYTES, TAR_CHUNKS), { chunksHandedOver: true }), HOLD_BACK_BYTES, verify);
-    const loading = docker.loadImage(tar);
+    const tar = holdBack(pooledChunks(handedOver(gunzip), new BufferPool(TAR_CHUNK_BYTES, TAR_CHUNKS)), HOLD_BACK_BYTES, verify);
+    // An engine that fails without reading the archive to its end leaves the decompressor full and the
+    // download waiting on it: closing it stops both.
+    const loading = docker.loadImage(tar).catch((error: unknown) => {
+      gunzip.destroy();
+      throw error;
+    });
     // The first failure is the cause; whatever fails after it (the engine's complaint about a cut-off archive, a
     // closed decompressor) is its echo.
     const failures: unknown[] = [];

@@ -58,14 +58,15 @@ export interface PooledChunk {
 /**
  * Copies a byte stream into pooled buffers and yields each when full (the last one when the stream
  * ends; an empty stream yields one empty chunk). Reading stops while every buffer is out. With
- * `chunksHandedOver`, the source gives its buffers away (see handedOver): each is freed once copied.
+ * `chunksHandedOver`, each chunk's memory is its own and nobody else's (gzip members made for one
+ * upload, or a stream's joined copy of them): it is freed once copied.
  */
 export async function* pooledChunks(source: AsyncIterable<Buffer>, pool: BufferPool, options: { chunksHandedOver?: boolean } = {}): AsyncGenerator<PooledChunk> {
   let current = await pool.take();
   let filled = 0;
   const emit = (): PooledChunk => pool.chunk(current, current.subarray(0, filled));
   let emitted = false;
-  for await (const chunk of options.chunksHandedOver ? handedOver(source) : source) {
+  for await (const chunk of source) {
     let offset = 0;
     while (offset < chunk.length) {
       const copied = chunk.copy(current, filled, offset);
@@ -78,39 +79,48 @@ export async function* pooledChunks(source: AsyncIterable<Buffer>, pool: BufferP
         filled = 0;
       }
     }
+    if (options.chunksHandedOver) discard(chunk);
   }
   if (filled > 0 || !emitted) yield emit();
   else pool.give(current);
 }
 
 /**
- * Yields a source's chunks and frees the memory under each buffer as soon as the source has moved
- * on from it: once the consumer is done with a chunk that reaches the buffer's end (the source
- * filled it), once a chunk from another buffer arrives, and the last one at the end. For sources
- * that give their buffers away and never look at them again: an HTTP body's reads, gzip members made
- * for one upload, zlib's output (slices of one buffer until zlib has filled it and taken a new one).
- * The consumer is done with a chunk when it asks for the next.
+ * Yields a source's chunks and frees the memory under a buffer once the consumer is done with the
+ * chunk that reaches the buffer's end, and the last buffer at the end. For sources that fill each
+ * buffer in order, give the chunks away and never look at them again: an HTTP body's reads (a
+ * buffer each), zlib's output (slices of one buffer until zlib has filled it and taken a new one).
+ * A chunk that stops short of its buffer's end is left to the collector: the source may still be
+ * writing after it (and a stream's read() can hand out a joined copy instead of the slices, so a
+ * chunk from another buffer says nothing). The consumer is done with a chunk when it asks for the
+ * next.
  */
 export async function* handedOver(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-  let previous: Buffer | undefined;
+  let last: Buffer | undefined;
   for await (const chunk of source) {
-    if (previous && previous.buffer !== chunk.buffer) discard(previous);
     yield chunk;
     if (chunk.byteOffset + chunk.length === chunk.buffer.byteLength) discard(chunk);
-    previous = chunk;
+    last = chunk;
   }
-  if (previous) discard(previous);
+  if (last) discard(last);
 }
 
 /**
  * Frees a buffer's memory now instead of at V8's next full collection, which for memory outside the
  * heap comes only after tens of MiB of such garbage have piled up. Only for a buffer whose every
- * view belongs to the caller: they all become empty. Node's shared slab for small buffers is left
- * alone, and so is everything on a runtime without ArrayBuffer.prototype.transfer (Node < 21).
+ * view belongs to the caller: they all become empty. Left to the collector: Node's shared slab for
+ * small buffers (Buffer.poolSize bytes, which no buffer from it covers whole), memory Node has
+ * marked untransferable, and everything on a runtime without ArrayBuffer.prototype.transfer.
  */
 export function discard(buffer: Buffer): void {
   const memory = buffer.buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer };
-  if (memory.byteLength > Buffer.poolSize) memory.transfer?.(0);
+  const whole = buffer.byteOffset === 0 && buffer.length === memory.byteLength;
+  if (memory.byteLength === 0 || !(whole || memory.byteLength > Buffer.poolSize)) return;
+  try {
+    memory.transfer?.(0);
+  } catch {
+    // untransferable: the collector frees it
+  }
 }
 
 /**

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { beforeEach, describe, expect, it } from "vitest";
-import { ConflictError, IntegrityError, NotFoundError, UsageError } from "../../src/errors.js";
+import { ConflictError, IntegrityError, NotFoundError, RemoteError, UsageError } from "../../src/errors.js";
 import { imageMetadataSchema, parseDocument } from "../../src/domain/documents.js";
 import { imageKey, metadataKeyFor, parseImageKey } from "../../src/domain/keys.js";
 import { parseImageRef } from "../../src/domain/names.js";
@@ -238,6 +238,16 @@ describe("Puller", () => {
     expect(ctx.docker.loadCalls).toBe(1);
     expect(ctx.docker.completedLoads).toBe(0);
     expect(ctx.docker.images.has(REF)).toBe(false);
+  });
+
+  it("an engine that fails without reading the archive: the pull fails with its error instead of waiting on the download", async () => {
+    // Larger than what the decompressor and the download buffer between them, so an unread archive stalls the download.
+    ctx.docker.addImage(REF, "large", randomBytes(24 * 1024 * 1024));
+    await pushedAndRemoved();
+    ctx.docker.loadImage = async () => {
+      throw new RemoteError("load image: the engine refused the request");
+    };
+    await expect(new Puller(ctx).pull("shop", "20250721-2118-f7a5a27")).rejects.toThrow(/the engine refused the request/);
   });
 
   it("refuses an object whose size differs from its metadata, before downloading", async () => {
