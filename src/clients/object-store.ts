@@ -68,8 +68,8 @@ export interface ObjectStore {
   putText(key: string, text: string, condition?: WriteCondition): Promise<{ etag: string }>;
   /** Streams a body of unknown length into the key; the object appears whole or not at all. */
   upload(key: string, body: Readable, options: UploadOptions): Promise<{ etag: string }>;
-  /** Bytes start…endInclusive, read into `into` when given (it must be large enough). */
-  getRange(key: string, start: number, endInclusive: number, options?: RangeOptions): Promise<Buffer>;
+  /** Bytes start…endInclusive, read into `options.into` (it must be large enough); returns the filled part. */
+  getRange(key: string, start: number, endInclusive: number, options: RangeOptions): Promise<Buffer>;
   getStream(key: string): Promise<Readable>;
   copy(sourceKey: string, destinationKey: string): Promise<void>;
   delete(key: string): Promise<void>;
@@ -83,8 +83,8 @@ export interface ObjectStore {
 }
 
 export interface RangeOptions {
+  readonly into: Buffer;
   readonly signal?: AbortSignal;
-  readonly into?: Buffer;
 }
 
 export interface S3StoreOptions {
@@ -405,10 +405,10 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
-  async getRange(key: string, start: number, endInclusive: number, options: RangeOptions = {}): Promise<Buffer> {
-    // Straight into one buffer of the range's size: collecting and concatenating would hold each range twice or more.
+  async getRange(key: string, start: number, endInclusive: number, options: RangeOptions): Promise<Buffer> {
+    // Straight into the caller's buffer: collecting and concatenating would hold each range twice or more.
     const length = endInclusive - start + 1;
-    const bytes = options.into ? options.into.subarray(0, length) : Buffer.allocUnsafe(length);
+    const bytes = options.into.subarray(0, length);
     if (bytes.length < length) throw new RangeError(`a buffer of ${bytes.length} bytes cannot hold bytes ${start}-${endInclusive}`);
     try {
       const out = await this.client.send(

@@ -102,16 +102,14 @@ export class FakeObjectStore implements ObjectStore {
     return { etag: this.put(key, bytes, `"${md5(`${md5(bytes)}${this.versions}`)}-1"`) };
   }
 
-  async getRange(key: string, start: number, endInclusive: number, options: RangeOptions = {}): Promise<Buffer> {
+  async getRange(key: string, start: number, endInclusive: number, options: RangeOptions): Promise<Buffer> {
     this.operations.push({ op: "getRange", key });
     options.signal?.throwIfAborted();
     await this.beforeGetRange?.(key, start, endInclusive);
     const object = this.objects.get(key);
     if (!object) throw new NotFoundError(`${this.url(key)} does not exist`);
     if (start >= object.body.length) throw new RemoteError(`${this.url(key)}: range not satisfiable`);
-    const bytes = object.body.subarray(start, endInclusive + 1);
-    if (!options.into) return Buffer.from(bytes);
-    return options.into.subarray(0, bytes.copy(options.into));
+    return options.into.subarray(0, object.body.subarray(start, endInclusive + 1).copy(options.into));
   }
 
   async getStream(key: string): Promise<Readable> {
