@@ -32,10 +32,11 @@ export interface DockerEngine {
   saveImage(reference: string): Promise<Readable>;
   /**
    * `docker load` of a tar given as pooled chunks, each released once the engine's connection has
-   * taken it: resolves with the loaded image names; rejects when the engine reports an error, or
-   * with the archive's own error when the chunks fail.
+   * taken it, with up to `queued` of them (default 1) on the connection at once: resolves with the
+   * loaded image names; rejects when the engine reports an error, or with the archive's own error
+   * when the chunks fail.
    */
-  loadImage(archive: AsyncIterable<PooledChunk>): Promise<string[]>;
+  loadImage(archive: AsyncIterable<PooledChunk>, options?: { queued?: number }): Promise<string[]>;
   buildImage(context: Readable, options: BuildOptions): Promise<void>;
   /** Images whose repository is `repository`, as `repository:tag` with their IDs. */
   listImageTags(repository: string): Promise<{ tag: string; id: string; created: Date }[]>;
@@ -141,8 +142,8 @@ export class DockerodeEngine implements DockerEngine {
     }
   }
 
-  async loadImage(archive: AsyncIterable<PooledChunk>): Promise<string[]> {
-    const body = new PooledRequestBody(archive);
+  async loadImage(archive: AsyncIterable<PooledChunk>, options: { queued?: number } = {}): Promise<string[]> {
+    const body = new PooledRequestBody(archive, options.queued ?? 1);
     try {
       const response = (await this.docker.loadImage(body, { quiet: true })) as unknown as Readable;
       const loaded: string[] = [];
@@ -226,7 +227,10 @@ class PooledRequestBody extends Readable {
   failure: unknown;
   private destination: Writable | undefined;
 
-  constructor(private readonly archive: AsyncIterable<PooledChunk>) {
+  constructor(
+    private readonly archive: AsyncIterable<PooledChunk>,
+    private readonly queued: number,
+  ) {
     super();
   }
 
@@ -236,7 +240,7 @@ class PooledRequestBody extends Readable {
 
   override pipe<T extends NodeJS.WritableStream>(destination: T): T {
     this.destination = destination as unknown as Writable;
-    writeChunks(this.chunksNotingFailure(), this.destination).catch(() => undefined); // the request reports it
+    writeChunks(this.chunksNotingFailure(), this.destination, { queued: this.queued }).catch(() => undefined); // the request reports it
     return destination;
   }
 

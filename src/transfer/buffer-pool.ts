@@ -126,29 +126,44 @@ export function discard(buffer: Buffer): void {
 /**
  * Writes pooled chunks to `sink` (in slices of at most `sliceSize`, if given) and gives each chunk's
  * buffer back once the sink has consumed its last slice (its write callback), so a stage that still
- * reads its input asynchronously, like zlib or a socket, never sees a buffer overwritten. Ends the
- * sink after the last chunk; destroys it if the chunks fail, and fails if the sink does.
+ * reads its input asynchronously, like zlib or a socket, never sees a buffer overwritten. Up to
+ * `queued` chunks (default 1) wait with the sink at once: with two, the sink starts on the next the
+ * moment it is done with one instead of waiting for this loop to come round, and the pool the chunks
+ * come from still bounds the memory. Ends the sink after the last chunk; destroys it if the chunks
+ * fail, and fails if the sink does.
  */
-export async function writeChunks(chunks: AsyncIterable<PooledChunk>, sink: Writable, options: { sliceSize?: number; onChunk?: (data: Buffer) => void } = {}): Promise<void> {
+export async function writeChunks(
+  chunks: AsyncIterable<PooledChunk>,
+  sink: Writable,
+  options: { sliceSize?: number; queued?: number; onChunk?: (data: Buffer) => void } = {},
+): Promise<void> {
+  const queued = options.queued ?? 1;
   const sinkFailed = finished(sink, { readable: false });
   sinkFailed.catch(() => undefined); // raced below; once the sink has ended it is no longer needed
-  const write = (slice: Buffer) =>
-    Promise.race([new Promise<void>((resolve, reject) => sink.write(slice, (error) => (error ? reject(error) : resolve()))), sinkFailed]);
+  const consumed = (slice: Buffer) => new Promise<void>((resolve, reject) => sink.write(slice, (error) => (error ? reject(error) : resolve())));
+  const withSink = new Map<PooledChunk, Promise<void>>();
+  const giveBack = (chunk: PooledChunk) => {
+    if (withSink.delete(chunk)) chunk.release();
+  };
   try {
     for await (const chunk of chunks) {
-      try {
-        options.onChunk?.(chunk.data);
-        const sliceSize = options.sliceSize ?? chunk.data.length;
-        for (let offset = 0; offset < chunk.data.length; offset += sliceSize) {
-          await write(chunk.data.subarray(offset, offset + sliceSize));
-        }
-      } finally {
-        chunk.release();
-      }
+      withSink.set(chunk, Promise.resolve());
+      options.onChunk?.(chunk.data);
+      const sliceSize = options.sliceSize ?? chunk.data.length;
+      const slices: Promise<void>[] = [];
+      for (let offset = 0; offset < chunk.data.length; offset += sliceSize) slices.push(consumed(chunk.data.subarray(offset, offset + sliceSize)));
+      const done = Promise.all(slices).then(() => giveBack(chunk));
+      done.catch(() => undefined); // raced below, and the first failure destroys the sink anyway
+      withSink.set(chunk, done);
+      while (withSink.size >= queued) await Promise.race([...withSink.values(), sinkFailed]);
     }
+    await Promise.race([Promise.all(withSink.values()), sinkFailed]);
   } catch (error) {
     sink.destroy(error as Error);
     throw error;
+  } finally {
+    // After a failure the sink is destroyed and reads nothing more.
+    for (const chunk of [...withSink.keys()]) giveBack(chunk);
   }
   sink.end();
 }

@@ -1,7 +1,7 @@
 /**
  * Downloads an object as parallel ranged GETs and hands the ranges on in order: `concurrency`
  * ranges in flight, each retried on its own, so one slow or broken connection costs one range, not
- * the transfer. Ranges land in `concurrency + 1` reused buffers (one with the consumer, the others
+ * the transfer. Ranges land in `concurrency + 1` reused buffers (those with the consumer, the others
  * downloading or, when the consumer is the slower side, downloaded and waiting their turn), so
  * memory is about rangeSize × (concurrency + 1) and the downloaded bytes leave no garbage behind.
  */

@@ -232,6 +232,52 @@ describe("writeChunks", () => {
     expect(released).toEqual([0, 1]);
   });
 
+  it("with queued: 2 hands the sink the next chunk before it has consumed the last, never a third, and releases each once consumed", async () => {
+    const events: string[] = [];
+    async function* chunks(): AsyncGenerator<PooledChunk> {
+      for (const value of [1, 2, 3, 4]) yield { data: Buffer.alloc(4, value), release: () => events.push(`released ${value}`) };
+    }
+    const received: Buffer[] = [];
+    await writeChunks(chunks(), slowSink(received, events), { queued: 2, onChunk: (data) => events.push(`chunk ${data[0]}`) });
+    expect(events).toEqual([
+      "chunk 1",
+      "chunk 2",
+      "consumed 4",
+      "released 1",
+      "chunk 3",
+      "consumed 4",
+      "released 2",
+      "chunk 4",
+      "consumed 4",
+      "released 3",
+      "consumed 4",
+      "released 4",
+    ]);
+    expect(received.map((slice) => slice[0])).toEqual([1, 2, 3, 4]);
+  });
+
+  it("with queued: 2, a sink that fails holding two chunks gets both back and no more are read", async () => {
+    const released: number[] = [];
+    let pulled = 0;
+    async function* endless(): AsyncGenerator<PooledChunk> {
+      for (;;) {
+        const index = ++pulled;
+        yield { data: Buffer.alloc(4), release: () => released.push(index) };
+      }
+    }
+    let writes = 0;
+    const sink = new Writable({
+      write(_chunk, _encoding, callback) {
+        // Takes the second chunk and never answers: the engine went away with it.
+        if (++writes === 2) setTimeout(() => sink.destroy(new Error("engine gone")), 5);
+        else callback();
+      },
+    });
+    await expect(writeChunks(endless(), sink, { queued: 2 })).rejects.toThrow("engine gone");
+    expect(pulled).toBe(3);
+    expect(released.sort()).toEqual([1, 2, 3]);
+  });
+
   it("destroys the sink with the chunks' error, after releasing what it had", async () => {
     const released: number[] = [];
     async function* failing(): AsyncGenerator<PooledChunk> {

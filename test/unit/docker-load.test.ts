@@ -26,15 +26,16 @@ async function engine(handle: (request: IncomingMessage, response: ServerRespons
   return new DockerodeEngine({ env: process.env });
 }
 
-/** `count` chunks of CHUNK bytes, recording releases; `finished` is set when the source is closed. */
+/** `count` chunks of CHUNK bytes, recording how many were handed out and released; `finished` is set when the source is closed. */
 function archive(count: number, options: { failAfter?: number } = {}) {
-  const state = { released: 0, finished: false, bytes: Buffer.alloc(0) };
+  const state = { pulled: 0, released: 0, finished: false, bytes: Buffer.alloc(0) };
   const chunks: Buffer[] = Array.from({ length: count }, (_, index) => Buffer.alloc(CHUNK, index % 251));
   state.bytes = Buffer.concat(chunks);
   async function* source(): AsyncGenerator<PooledChunk> {
     try {
       for (const [index, data] of chunks.entries()) {
         if (options.failAfter === index) throw new IntegrityError("checksum mismatch");
+        state.pulled++;
         yield { data, release: () => state.released++ };
       }
     } finally {
@@ -63,7 +64,7 @@ afterEach(async () => {
 });
 
 describe("DockerodeEngine.loadImage", () => {
-  it("sends the archive whole and gives every chunk back", async () => {
+  it.each([1, 2])("sends the archive whole and gives every chunk back (%i queued)", async (queued) => {
     let received = Buffer.alloc(0);
     const docker = await engine(async (request, response) => {
       const parts: Buffer[] = [];
@@ -72,7 +73,7 @@ describe("DockerodeEngine.loadImage", () => {
       loaded(response, "app:20250101-0000-abcdef0");
     });
     const { state, source } = archive(40);
-    await expect(docker.loadImage(source())).resolves.toEqual(["app:20250101-0000-abcdef0"]);
+    await expect(docker.loadImage(source(), { queued })).resolves.toEqual(["app:20250101-0000-abcdef0"]);
     expect(received.equals(state.bytes)).toBe(true);
     expect(state.released).toBe(40);
   });
@@ -111,17 +112,18 @@ describe("DockerodeEngine.loadImage", () => {
     expect(state.released).toBe(10);
   });
 
-  it("the engine failing the load: rejects with its message and stops reading the archive", async () => {
+  it.each([1, 2])("the engine failing the load: rejects with its message, stops reading the archive and gives back what it took (%i queued)", async (queued) => {
     const docker = await engine((_request, response) => {
       // Refuses at once, before reading the body, as an engine with a full disk can.
       response.writeHead(500, { "Content-Type": "application/json" });
       response.end(JSON.stringify({ message: "write /var/lib/docker/tmp/x: no space left on device" }));
     });
     const { state, source } = archive(400);
-    const failure = await docker.loadImage(source()).catch((error: unknown) => error);
+    const failure = await docker.loadImage(source(), { queued }).catch((error: unknown) => error);
     expect(failure).toBeInstanceOf(RemoteError);
     expect((failure as Error).message).toMatch(/ran out of disk space/);
     await expect.poll(() => state.finished, { timeout: 2000 }).toBe(true);
-    expect(state.released).toBeLessThan(400);
+    expect(state.pulled).toBeLessThan(400);
+    expect(state.released).toBe(state.pulled);
   });
 });
