@@ -1,5 +1,5 @@
 /**
- * pull: parallel ranged GETs → digests → gunzip → docker load, overlapped, with no temporary file.
+ * pull: parallel ranged GETs → digests (on a worker thread) → gunzip → docker load, overlapped, with no temporary file.
  * The end of the tar is held back until the whole object's checksum has matched, so the engine can
  * never finish loading an image from bad bytes.
  */
@@ -7,7 +7,7 @@ import { createGunzip } from "node:zlib";
 import { IntegrityError, S3dockError } from "../errors.js";
 import { isImageRef, looksLikeVersion, parseAppName, parseEnvName, parseImageRef, parseVersion } from "../domain/names.js";
 import { BufferPool, handedOver, pooledChunks, writeChunks } from "../transfer/buffer-pool.js";
-import { Digester } from "../transfer/digest.js";
+import { ThreadedDigester } from "../transfer/digest.js";
 import { holdBack } from "../transfer/hold-back.js";
 import { rangedDownload } from "../transfer/ranged-download.js";
 import { AuditLog } from "./audit.js";
@@ -97,9 +97,9 @@ export class Puller {
       throw new IntegrityError(`${store.url(image.key)} is ${head.size} bytes but its metadata records ${size}: refusing to load it`);
     }
     const bar = progress.start(`pull ${image.name}`, size, "bytes");
-    const digester = new Digester({ md5: !sha256, sha256: Boolean(sha256) });
-    const verify = () => {
-      const actual = digester.digests();
+    const digester = new ThreadedDigester({ md5: !sha256, sha256: Boolean(sha256) });
+    const verify = async () => {
+      const actual = await digester.digests();
       const mismatch =
         actual.size !== size
           ? `${actual.size} bytes instead of ${size}`
@@ -115,6 +115,7 @@ export class Puller {
       rangeSize: RANGE_BYTES,
       concurrency: transfer.concurrency,
       retries: retryCount,
+      sharedMemory: true,
       onRetry: (message) => logger.warn(message),
     });
     const gunzip = createGunzip({ chunkSize: TAR_CHUNK_BYTES });
@@ -122,8 +123,9 @@ export class Puller {
       sliceSize: SLICE_BYTES,
       queued: QUEUED,
       onChunk: (data) => {
-        digester.update(data);
+        const hashed = digester.update(data);
         bar.update(digester.size);
+        return hashed;
       },
     });
     // zlib's output is copied into a few reused buffers and its own freed at once: left to the
@@ -148,6 +150,7 @@ export class Puller {
       }
     } finally {
       bar.stop();
+      await digester.close();
     }
   }
 

@@ -12,9 +12,11 @@ export class BufferPool {
   private readonly waiting: ((buffer: Buffer) => void)[] = [];
   private allocated = 0;
 
+  /** With `shared`, the buffers are SharedArrayBuffer memory, which a worker thread can read in place. */
   constructor(
     readonly bufferSize: number,
     readonly capacity: number,
+    private readonly options: { readonly shared?: boolean } = {},
   ) {}
 
   async take(): Promise<Buffer> {
@@ -22,7 +24,7 @@ export class BufferPool {
     if (buffer) return buffer;
     if (this.allocated < this.capacity) {
       this.allocated++;
-      return Buffer.allocUnsafeSlow(this.bufferSize);
+      return this.options.shared ? Buffer.from(new SharedArrayBuffer(this.bufferSize)) : Buffer.allocUnsafeSlow(this.bufferSize);
     }
     return new Promise((resolve) => this.waiting.push(resolve));
   }
@@ -125,8 +127,9 @@ export function discard(buffer: Buffer): void {
 
 /**
  * Writes pooled chunks to `sink` (in slices of at most `sliceSize`, if given) and gives each chunk's
- * buffer back once the sink has consumed its last slice (its write callback), so a stage that still
- * reads its input asynchronously, like zlib or a socket, never sees a buffer overwritten. Up to
+ * buffer back once the sink has consumed its last slice (its write callback) and what `onChunk`
+ * returned has settled, so a stage that still reads its input asynchronously, like zlib, a socket or
+ * a hashing thread, never sees a buffer overwritten. Up to
  * `queued` chunks (default 1) wait with the sink at once: with two, the sink starts on the next the
  * moment it is done with one instead of waiting for this loop to come round, and the pool the chunks
  * come from still bounds the memory. Ends the sink after the last chunk; destroys it if the chunks
@@ -135,7 +138,7 @@ export function discard(buffer: Buffer): void {
 export async function writeChunks(
   chunks: AsyncIterable<PooledChunk>,
   sink: Writable,
-  options: { sliceSize?: number; queued?: number; onChunk?: (data: Buffer) => void } = {},
+  options: { sliceSize?: number; queued?: number; onChunk?: (data: Buffer) => Promise<void> | void } = {},
 ): Promise<void> {
   const queued = options.queued ?? 1;
   const sinkFailed = finished(sink, { readable: false });
@@ -148,11 +151,10 @@ export async function writeChunks(
   try {
     for await (const chunk of chunks) {
       withSink.set(chunk, Promise.resolve());
-      options.onChunk?.(chunk.data);
+      const uses = [options.onChunk?.(chunk.data)];
       const sliceSize = options.sliceSize ?? chunk.data.length;
-      const slices: Promise<void>[] = [];
-      for (let offset = 0; offset < chunk.data.length; offset += sliceSize) slices.push(consumed(chunk.data.subarray(offset, offset + sliceSize)));
-      const done = Promise.all(slices).then(() => giveBack(chunk));
+      for (let offset = 0; offset < chunk.data.length; offset += sliceSize) uses.push(consumed(chunk.data.subarray(offset, offset + sliceSize)));
+      const done = Promise.all(uses).then(() => giveBack(chunk));
       done.catch(() => undefined); // raced below, and the first failure destroys the sink anyway
       withSink.set(chunk, done);
       while (withSink.size >= queued) await Promise.race([...withSink.values(), sinkFailed]);

@@ -15,6 +15,8 @@ export interface RangedDownloadOptions {
   readonly rangeSize: number;
   readonly concurrency: number;
   readonly retries: number;
+  /** Ranges in SharedArrayBuffer memory, for a consumer that hands them to a worker thread. */
+  readonly sharedMemory?: boolean;
   readonly onRetry?: (message: string) => void;
 }
 
@@ -22,7 +24,7 @@ export interface RangedDownloadOptions {
 export async function* rangedDownload(store: ObjectStore, key: string, options: RangedDownloadOptions): AsyncGenerator<PooledChunk> {
   const { size, rangeSize, concurrency } = options;
   const controller = new AbortController();
-  const pool = new BufferPool(rangeSize, concurrency + 1);
+  const pool = new BufferPool(rangeSize, concurrency + 1, { shared: options.sharedMemory });
   const fetchRange = async (start: number): Promise<PooledChunk> => {
     const end = Math.min(start + rangeSize, size) - 1;
     const buffer = await pool.take();

@@ -215,7 +215,7 @@ describe("writeChunks", () => {
     const received: Buffer[] = [];
     const events: string[] = [];
     const sink = slowSink(received, events);
-    await writeChunks(chunksOf(pieces, released), sink, { sliceSize: 4, onChunk: (data) => events.push(`chunk ${data.length}`) });
+    await writeChunks(chunksOf(pieces, released), sink, { sliceSize: 4, onChunk: (data) => void events.push(`chunk ${data.length}`) });
     expect(Buffer.concat(received).equals(Buffer.concat(pieces))).toBe(true);
     expect(received.map((slice) => slice.length)).toEqual([4, 4, 2, 3, 4, 4]);
     expect(released).toEqual([0, 1, 2]);
@@ -238,7 +238,7 @@ describe("writeChunks", () => {
       for (const value of [1, 2, 3, 4]) yield { data: Buffer.alloc(4, value), release: () => events.push(`released ${value}`) };
     }
     const received: Buffer[] = [];
-    await writeChunks(chunks(), slowSink(received, events), { queued: 2, onChunk: (data) => events.push(`chunk ${data[0]}`) });
+    await writeChunks(chunks(), slowSink(received, events), { queued: 2, onChunk: (data) => void events.push(`chunk ${data[0]}`) });
     expect(events).toEqual([
       "chunk 1",
       "chunk 2",
@@ -276,6 +276,33 @@ describe("writeChunks", () => {
     await expect(writeChunks(endless(), sink, { queued: 2 })).rejects.toThrow("engine gone");
     expect(pulled).toBe(3);
     expect(released.sort()).toEqual([1, 2, 3]);
+  });
+
+  it("waits for what onChunk returns, as well as the sink, before releasing a chunk", async () => {
+    const events: string[] = [];
+    let finishHashing!: () => void;
+    async function* chunks(): AsyncGenerator<PooledChunk> {
+      yield { data: Buffer.alloc(4, 1), release: () => events.push("released") };
+    }
+    const writing = writeChunks(chunks(), slowSink([], events), {
+      onChunk: () => new Promise<void>((resolve) => (finishHashing = resolve)),
+    });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(events).toEqual(["consumed 4"]);
+    finishHashing();
+    await writing;
+    expect(events).toEqual(["consumed 4", "released"]);
+  });
+
+  it("a failing onChunk fails the write, destroys the sink and releases the chunk", async () => {
+    const released: number[] = [];
+    const sink = slowSink([], []);
+    const writing = writeChunks(chunksOf([Buffer.alloc(4), Buffer.alloc(4)], released), sink, {
+      onChunk: () => Promise.reject(new Error("the hashing thread stopped")),
+    });
+    await expect(writing).rejects.toThrow("the hashing thread stopped");
+    expect(sink.destroyed).toBe(true);
+    expect(released).toEqual([0]);
   });
 
   it("destroys the sink with the chunks' error, after releasing what it had", async () => {

@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { IntegrityError, NotFoundError, RemoteError } from "../../src/errors.js";
 import { imageIdFromArchive } from "../../src/transfer/archive-manifest.js";
 import { OUTSIDE_DOCKERFILE_NAME, packBuildContext } from "../../src/transfer/build-context.js";
-import { DigestTap } from "../../src/transfer/digest.js";
+import { DigestTap, ThreadedDigester } from "../../src/transfer/digest.js";
 import { holdBack } from "../../src/transfer/hold-back.js";
 import type { PooledChunk } from "../../src/transfer/buffer-pool.js";
 import { rangedDownload } from "../../src/transfer/ranged-download.js";
@@ -40,6 +40,57 @@ describe("DigestTap", () => {
     const tap = new DigestTap();
     tap.write(Buffer.from("abc"));
     expect(() => tap.digests()).toThrow(/before the stream ended/);
+  });
+});
+
+describe("ThreadedDigester", () => {
+  /** `data` copied into shared memory, at an offset so views do not start at the memory's start. */
+  const shared = (data: Buffer): Buffer => {
+    const memory = Buffer.from(new SharedArrayBuffer(data.length + 3));
+    data.copy(memory, 3);
+    return memory.subarray(3);
+  };
+
+  it.each([0, 1, 300_000])("md5, sha256 and size of %d bytes in pieces equal node crypto over the whole", async (size) => {
+    const data = randomBytes(size);
+    const digester = new ThreadedDigester();
+    try {
+      await Promise.all(pieces(shared(data), 7777).map((piece) => digester.update(piece)));
+      expect(digester.size).toBe(size);
+      expect(await digester.digests()).toEqual({
+        md5: createHash("md5").update(data).digest("hex"),
+        sha256: createHash("sha256").update(data).digest("hex"),
+        size,
+      });
+    } finally {
+      await digester.close();
+    }
+  });
+
+  it("computes only the digests asked for", async () => {
+    const digester = new ThreadedDigester({ md5: false });
+    try {
+      await digester.update(shared(Buffer.from("abc")));
+      expect(await digester.digests()).toEqual({ md5: "", sha256: createHash("sha256").update("abc").digest("hex"), size: 3 });
+    } finally {
+      await digester.close();
+    }
+  });
+
+  it("refuses memory the thread cannot read in place", async () => {
+    const digester = new ThreadedDigester();
+    try {
+      expect(() => digester.update(Buffer.from("abc"))).toThrow(/shared memory/);
+    } finally {
+      await digester.close();
+    }
+  });
+
+  it("once the thread has stopped, every update and the digests reject instead of waiting forever", async () => {
+    const digester = new ThreadedDigester();
+    await digester.close();
+    await expect(digester.update(shared(Buffer.from("abc")))).rejects.toThrow(/hashing thread stopped/);
+    await expect(digester.digests()).rejects.toThrow(/hashing thread stopped/);
   });
 });
 
@@ -221,6 +272,19 @@ describe("rangedDownload", () => {
     }
     expect(Buffer.concat(parts).equals(data)).toBe(true);
     expect(memory.size).toBe(4);
+  });
+
+  it.each([false, true])("lands the ranges in shared memory only when asked (sharedMemory: %s)", async (sharedMemory) => {
+    const data = randomBytes(30_000);
+    const kinds = new Set<boolean>();
+    const parts: Buffer[] = [];
+    for await (const range of rangedDownload(storeWith(data), KEY, { size: data.length, rangeSize: 10_000, concurrency: 2, retries: 0, sharedMemory })) {
+      kinds.add(range.data.buffer instanceof SharedArrayBuffer);
+      parts.push(Buffer.from(range.data));
+      range.release();
+    }
+    expect(Buffer.concat(parts).equals(data)).toBe(true);
+    expect([...kinds]).toEqual([sharedMemory]);
   });
 
   it("waits for the consumer to release a range before reusing its buffer", async () => {
