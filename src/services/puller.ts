@@ -38,8 +38,8 @@ const TAR_CHUNK_BYTES = MiB;
  * the main thread comes round (measured: the tar reaches the engine ~0.2 s sooner per GB on two cores).
  */
 const QUEUED = 2;
-/** QUEUED with the engine's connection, one filling, what the hold-back keeps (at most two), one spare. */
-const TAR_CHUNKS = 6;
+/** QUEUED with the engine's connection, and two between the decompressor and the hold-back (one filling and one held, or two held). */
+const TAR_CHUNKS = QUEUED + 2;
 
 export class Puller {
   private readonly catalog: ImageCatalog;
@@ -89,8 +89,8 @@ export class Puller {
   }
 
   private async download(image: StoredImage): Promise<void> {
-    const { store, docker, transfer, retryCount, progress, logger } = this.ctx;
-    const { size, checksum, sha256 } = image.metadata;
+    const { store, progress } = this.ctx;
+    const { size, sha256 } = image.metadata;
     const head = await store.head(image.key);
     if (!head) throw new IntegrityError(`${store.url(image.key)} is missing: its metadata exists but the image object does not`);
     if (head.size !== size) {
@@ -98,6 +98,21 @@ export class Puller {
     }
     const bar = progress.start(`pull ${image.name}`, size, "bytes");
     const digester = new ThreadedDigester({ md5: !sha256, sha256: Boolean(sha256) });
+    try {
+      await this.stream(image, digester, (bytes) => bar.update(bytes));
+    } finally {
+      try {
+        bar.stop();
+      } finally {
+        await digester.close();
+      }
+    }
+  }
+
+  /** Download → checksum → gunzip → docker load, overlapped; the tar's end is held back until the checksum matches. */
+  private async stream(image: StoredImage, digester: ThreadedDigester, onBytes: (bytes: number) => void): Promise<void> {
+    const { store, docker, transfer, retryCount, logger } = this.ctx;
+    const { size, checksum, sha256 } = image.metadata;
     const verify = async () => {
       const actual = await digester.digests();
       const mismatch =
@@ -124,7 +139,7 @@ export class Puller {
       queued: QUEUED,
       onChunk: (data) => {
         const hashed = digester.update(data);
-        bar.update(digester.size);
+        onBytes(digester.size);
         return hashed;
       },
     });
@@ -141,16 +156,11 @@ export class Puller {
     // closed decompressor) is its echo.
     const failures: unknown[] = [];
     const note = (error: unknown) => void failures.push(error);
-    try {
-      await Promise.all([feeding.catch(note), loading.catch(note)]);
-      if (failures.length > 0) {
-        const error = failures[0];
-        if (error instanceof S3dockError) throw error;
-        throw new IntegrityError(`${store.url(image.key)} is not a valid image archive (${(error as Error).message}): refusing to load it`);
-      }
-    } finally {
-      bar.stop();
-      await digester.close();
+    await Promise.all([feeding.catch(note), loading.catch(note)]);
+    if (failures.length > 0) {
+      const error = failures[0];
+      if (error instanceof S3dockError) throw error;
+      throw new IntegrityError(`${store.url(image.key)} is not a valid image archive (${(error as Error).message}): refusing to load it`);
     }
   }
 

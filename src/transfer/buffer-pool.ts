@@ -129,11 +129,10 @@ export function discard(buffer: Buffer): void {
  * Writes pooled chunks to `sink` (in slices of at most `sliceSize`, if given) and gives each chunk's
  * buffer back once the sink has consumed its last slice (its write callback) and what `onChunk`
  * returned has settled, so a stage that still reads its input asynchronously, like zlib, a socket or
- * a hashing thread, never sees a buffer overwritten. Up to
- * `queued` chunks (default 1) wait with the sink at once: with two, the sink starts on the next the
- * moment it is done with one instead of waiting for this loop to come round, and the pool the chunks
- * come from still bounds the memory. Ends the sink after the last chunk; destroys it if the chunks
- * fail, and fails if the sink does.
+ * a hashing thread, never sees a buffer overwritten. Up to `queued` chunks (default 1) wait with the
+ * sink at once: with two, the sink starts on the next the moment it is done with one instead of
+ * waiting for this loop to come round, and the pool the chunks come from still bounds the memory.
+ * Ends the sink after the last chunk; destroys it if the chunks fail, and fails if the sink does.
  */
 export async function writeChunks(
   chunks: AsyncIterable<PooledChunk>,
@@ -141,19 +140,20 @@ export async function writeChunks(
   options: { sliceSize?: number; queued?: number; onChunk?: (data: Buffer) => Promise<void> | void } = {},
 ): Promise<void> {
   const queued = options.queued ?? 1;
+  if (!(queued >= 1)) throw new RangeError(`writeChunks needs at least one chunk queued, not ${queued}`);
   const sinkFailed = finished(sink, { readable: false });
   sinkFailed.catch(() => undefined); // raced below; once the sink has ended it is no longer needed
-  const consumed = (slice: Buffer) => new Promise<void>((resolve, reject) => sink.write(slice, (error) => (error ? reject(error) : resolve())));
+  const written = (slice: Buffer) => new Promise<void>((resolve, reject) => sink.write(slice, (error) => (error ? reject(error) : resolve())));
   const withSink = new Map<PooledChunk, Promise<void>>();
   const giveBack = (chunk: PooledChunk) => {
     if (withSink.delete(chunk)) chunk.release();
   };
   try {
     for await (const chunk of chunks) {
-      withSink.set(chunk, Promise.resolve());
+      withSink.set(chunk, Promise.resolve()); // held from here, so an onChunk that throws still gives it back below
       const uses = [options.onChunk?.(chunk.data)];
       const sliceSize = options.sliceSize ?? chunk.data.length;
-      for (let offset = 0; offset < chunk.data.length; offset += sliceSize) uses.push(consumed(chunk.data.subarray(offset, offset + sliceSize)));
+      for (let offset = 0; offset < chunk.data.length; offset += sliceSize) uses.push(written(chunk.data.subarray(offset, offset + sliceSize)));
       const done = Promise.all(uses).then(() => giveBack(chunk));
       done.catch(() => undefined); // raced below, and the first failure destroys the sink anyway
       withSink.set(chunk, done);
@@ -164,7 +164,8 @@ export async function writeChunks(
     sink.destroy(error as Error);
     throw error;
   } finally {
-    // After a failure the sink is destroyed and reads nothing more.
+    // After a failure a stage may still be reading a chunk given back here (zlib finishing its current
+    // write, a hashing thread), but nothing refills it: `for await` has already closed the chunks' source.
     for (const chunk of [...withSink.keys()]) giveBack(chunk);
   }
   sink.end();

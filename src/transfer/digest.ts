@@ -5,6 +5,7 @@
 import { createHash, type Hash } from "node:crypto";
 import { Transform, type TransformCallback } from "node:stream";
 import { Worker } from "node:worker_threads";
+import { OperationError } from "../errors.js";
 
 export interface Digests {
   /** Empty when not computed. */
@@ -74,18 +75,23 @@ export class DigestTap extends Transform {
   }
 }
 
-/** The worker: one message per chunk, answered once hashed; `null` asks for the hex digests. */
+/**
+ * The worker: one message per chunk, answered once hashed; `null` asks for the hex digests and the
+ * number of bytes it hashed.
+ */
 const HASHING_THREAD = `
 const { parentPort, workerData } = require("node:worker_threads");
 const { createHash } = require("node:crypto");
 const hashes = workerData.map((name) => [name, createHash(name)]);
+let size = 0;
 parentPort.on("message", (chunk) => {
   if (chunk === null) {
-    parentPort.postMessage(Object.fromEntries(hashes.map(([name, hash]) => [name, hash.digest("hex")])));
+    parentPort.postMessage({ size, ...Object.fromEntries(hashes.map(([name, hash]) => [name, hash.digest("hex")])) });
     return;
   }
   for (const [, hash] of hashes) hash.update(chunk);
-  parentPort.postMessage(chunk.length);
+  size += chunk.length;
+  parentPort.postMessage(null);
 });
 `;
 
@@ -94,7 +100,9 @@ parentPort.on("message", (chunk) => {
  * place. A gigabyte's SHA-256 is ~0.5 s of CPU: on the main thread it holds up everything else a
  * pull does there (HTTP reads, feeding the decompressor and the engine), so the stages take turns
  * instead of overlapping. Each update resolves once the worker has hashed the chunk: only then may
- * its memory be reused. Close it when done, whatever happened.
+ * its memory be reused. If the thread fails, every update and the digests reject (an OperationError:
+ * a local failure, not bad bytes) rather than wait. Close it when done, whatever happened: a live
+ * thread keeps the process running.
  */
 export class ThreadedDigester {
   private readonly worker: Worker;
@@ -106,8 +114,8 @@ export class ThreadedDigester {
     const names = [...(algorithms.md5 === false ? [] : ["md5"]), ...(algorithms.sha256 === false ? [] : ["sha256"])];
     this.worker = new Worker(HASHING_THREAD, { eval: true, workerData: names });
     this.worker.on("message", (reply: unknown) => this.replies.shift()?.resolve(reply));
-    this.worker.on("error", (error) => this.fail(error));
-    this.worker.on("exit", () => this.fail(new Error("the hashing thread stopped")));
+    this.worker.on("error", (error) => this.fail(new OperationError(`the checksum thread failed: ${error.message}`)));
+    this.worker.on("exit", (code) => this.fail(new OperationError(`the checksum thread stopped (exit code ${code})`)));
   }
 
   /** Bytes handed over so far. */
@@ -115,6 +123,7 @@ export class ThreadedDigester {
     return this.bytes;
   }
 
+  /** Throws at once for memory that is not shared: the worker could not read it. */
   update(chunk: Buffer): Promise<void> {
     if (!(chunk.buffer instanceof SharedArrayBuffer)) throw new TypeError("ThreadedDigester reads chunks in shared memory only");
     this.bytes += chunk.length;
@@ -123,8 +132,8 @@ export class ThreadedDigester {
 
   /** Call once, after the last update. */
   async digests(): Promise<Digests> {
-    const hex = (await this.ask(null)) as { md5?: string; sha256?: string };
-    return { md5: hex.md5 ?? "", sha256: hex.sha256 ?? "", size: this.bytes };
+    const hashed = (await this.ask(null)) as { size: number; md5?: string; sha256?: string };
+    return { md5: hashed.md5 ?? "", sha256: hashed.sha256 ?? "", size: hashed.size };
   }
 
   async close(): Promise<void> {
@@ -139,7 +148,7 @@ export class ThreadedDigester {
     });
   }
 
-  private fail(error: Error): void {
+  private fail(error: OperationError): void {
     this.failure ??= error;
     for (const reply of this.replies.splice(0)) reply.reject(this.failure);
   }

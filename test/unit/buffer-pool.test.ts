@@ -305,6 +305,10 @@ describe("writeChunks", () => {
     expect(released).toEqual([0]);
   });
 
+  it("refuses to queue fewer than one chunk, which would wait for ever", async () => {
+    await expect(writeChunks(chunksOf([Buffer.alloc(4)], []), slowSink([], []), { queued: 0 })).rejects.toThrow(RangeError);
+  });
+
   it("destroys the sink with the chunks' error, after releasing what it had", async () => {
     const released: number[] = [];
     async function* failing(): AsyncGenerator<PooledChunk> {

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterAll, describe, expect, it } from "vitest";
-import { IntegrityError, NotFoundError, RemoteError } from "../../src/errors.js";
+import { IntegrityError, NotFoundError, OperationError, RemoteError } from "../../src/errors.js";
 import { imageIdFromArchive } from "../../src/transfer/archive-manifest.js";
 import { OUTSIDE_DOCKERFILE_NAME, packBuildContext } from "../../src/transfer/build-context.js";
 import { DigestTap, ThreadedDigester } from "../../src/transfer/digest.js";
@@ -89,8 +89,23 @@ describe("ThreadedDigester", () => {
   it("once the thread has stopped, every update and the digests reject instead of waiting forever", async () => {
     const digester = new ThreadedDigester();
     await digester.close();
-    await expect(digester.update(shared(Buffer.from("abc")))).rejects.toThrow(/hashing thread stopped/);
-    await expect(digester.digests()).rejects.toThrow(/hashing thread stopped/);
+    await expect(digester.update(shared(Buffer.from("abc")))).rejects.toThrow(/checksum thread stopped/);
+    await expect(digester.digests()).rejects.toThrow(/checksum thread stopped/);
+  });
+
+  it("a thread that dies with an update pending rejects it as a local failure, not as bad bytes", async () => {
+    const digester = new ThreadedDigester();
+    try {
+      await digester.update(shared(Buffer.from("abc")));
+      await digester.digests();
+      // Hashing after the digests throws inside the thread and kills it, with this update waiting.
+      const failure = await digester.update(shared(Buffer.from("def"))).catch((error: unknown) => error);
+      expect(failure).toBeInstanceOf(OperationError);
+      expect((failure as Error).message).toMatch(/checksum thread failed/);
+      await expect(digester.update(shared(Buffer.from("ghi")))).rejects.toBeInstanceOf(OperationError);
+    } finally {
+      await digester.close();
+    }
   });
 });
 
