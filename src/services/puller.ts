@@ -101,11 +101,9 @@ export class Puller {
     try {
       await this.stream(image, digester, (bytes) => bar.update(bytes));
     } finally {
-      try {
-        bar.stop();
-      } finally {
-        await digester.close();
-      }
+      // The thread first: a live one keeps the process running, and terminating it cannot fail.
+      await digester.close();
+      bar.stop();
     }
   }
 
