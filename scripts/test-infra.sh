@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Starts what the integration tests and benchmarks need on a machine that may have none of it:
-# a Docker engine (Debian's docker.io, when none answers), a throwaway Ceph RADOS Gateway on
-# loopback (a real S3 with SigV4, pagination, multipart and conditional writes), and a static
-# busybox for FROM-scratch test images.
-#   scripts/test-infra.sh up     start both (idempotent); prints the S3 environment to use
-#   scripts/test-infra.sh down   stop the gateway and remove its data
-#   scripts/test-infra.sh env    print the environment variables for the running gateway
+# a Docker engine (Debian's docker.io 20.10, when none answers), two current engines beside it
+# (Docker 28 on the graphdriver store and on the containerd image store, scripts/modern-docker.sh),
+# a throwaway Ceph RADOS Gateway on loopback (a real S3 with SigV4, pagination, multipart and
+# conditional writes), and a static busybox for FROM-scratch test images.
+#   scripts/test-infra.sh up     start them (idempotent); prints the environment to use.
+#                                S3DOCK_TEST_ENGINES (default "20.10 28-graphdriver 28-containerd")
+#                                names the engines; without a 28-* one the current engines are skipped
+#   scripts/test-infra.sh down   stop the gateway and remove its data (and stop the current engines)
+#   scripts/test-infra.sh env    print the environment variables for the running servers
 #   scripts/test-infra.sh gateway-b up|stop|start|down
 #                                a second radosgw on 127.0.0.1:$RGW_B_PORT (default 7481) over the same
 #                                cluster, which fault tests may stop, restart or firewall without
@@ -68,8 +71,14 @@ osd crush chooseleaf type = 0
 mon allow pool size one = true
 mon warn on pool no redundancy = false
 auth allow insecure global id reclaim = false
-osd objectstore = memstore
-memstore device bytes = ${RGW_MEM_BYTES:-8589934592}
+# BlueStore on a sparse file, as Ceph's own dev clusters run: the data lives on disk, so multi-GB
+# benchmarks and many layer blobs fit (an in-memory store fills up, and a full RGW hangs requests).
+osd objectstore = bluestore
+bluestore block create = true
+bluestore block size = ${RGW_DISK_BYTES:-107374182400}
+bluestore fsck on mkfs = false
+bluestore fsck on mount = false
+osd memory target = 1073741824
 run dir = $RGW_DIR/run
 admin socket = $RGW_DIR/run/\$name.asok
 log file = $RGW_DIR/log/\$name.log
@@ -180,7 +189,10 @@ small_engine_down() {
   rm -rf "$SMALL_ENGINE_DIR"
 }
 
+wants_modern_engines() { case "${S3DOCK_TEST_ENGINES:-28-}" in *28-*) return 0 ;; *) return 1 ;; esac; }
+
 print_env() {
+  if wants_modern_engines; then "$(dirname "$0")/modern-docker.sh" env; fi
   cat <<ENV
 export S3DOCK_TEST_ENDPOINT=http://127.0.0.1:$RGW_PORT
 export S3DOCK_TEST_ACCESS_KEY=$ACCESS_KEY
@@ -193,11 +205,15 @@ case "${1:-up}" in
   up)
     apt_install busybox-static
     docker_up
+    if wants_modern_engines; then "$(dirname "$0")/modern-docker.sh" up >/dev/null; fi
     rgw_up
-    echo "docker engine and radosgw ready (http://127.0.0.1:$RGW_PORT)" >&2
+    echo "docker engines and radosgw ready (http://127.0.0.1:$RGW_PORT)" >&2
     print_env
     ;;
-  down) rgw_down ;;
+  down)
+    rgw_down
+    if wants_modern_engines; then "$(dirname "$0")/modern-docker.sh" down; fi
+    ;;
   env) print_env ;;
   gateway-b)
     case "${2:-up}" in

@@ -2,14 +2,17 @@
 import { Readable, type Writable } from "node:stream";
 import Docker from "dockerode";
 import { IntegrityError, NotFoundError, RemoteError, S3dockError } from "../errors.js";
+import type { ImageIdentity } from "../domain/image-identity.js";
 import { writeChunks, type PooledChunk } from "../transfer/buffer-pool.js";
 
 export interface ImageInfo {
-  /** `sha256:…`, the config digest: equal IDs mean equal images. */
+  /**
+   * `sha256:…`, the engine's name for the image: the config digest on graphdriver stores, the
+   * manifest digest on the containerd image store. Compare images across engines by `identity`.
+   */
   readonly id: string;
+  readonly identity: ImageIdentity;
   readonly repoTags: readonly string[];
-  /** The layers' diff IDs, bottom first. */
-  readonly layers: readonly string[];
   readonly labels: Readonly<Record<string, string>>;
   readonly size: number;
   readonly hasHealthcheck: boolean;
@@ -122,8 +125,13 @@ export class DockerodeEngine implements DockerEngine {
       const info = await this.docker.getImage(reference).inspect();
       return {
         id: info.Id,
+        identity: {
+          // Only the containerd image store describes the image by a manifest (Descriptor); the others' ID is the config digest.
+          configDigest: info.Descriptor ? undefined : info.Id,
+          diffIds: info.RootFS?.Layers ?? [],
+          created: info.Created,
+        },
         repoTags: info.RepoTags ?? [],
-        layers: info.RootFS?.Layers ?? [],
         labels: info.Config?.Labels ?? {},
         size: info.Size,
         hasHealthcheck: Boolean(info.Config?.Healthcheck?.Test?.length && info.Config.Healthcheck.Test[0] !== "NONE"),
@@ -147,10 +155,18 @@ export class DockerodeEngine implements DockerEngine {
     try {
       const response = (await this.docker.loadImage(body, { quiet: true })) as unknown as Readable;
       const loaded: string[] = [];
+      const unpackFailures: string[] = [];
       await readJsonMessages(response, (message) => {
-        const match = /Loaded image(?: ID)?: (\S+)/.exec(message.stream ?? "");
+        const text = message.stream ?? "";
+        const match = /Loaded image(?: ID)?: (\S+)/.exec(text);
         if (match) loaded.push(match[1]!);
+        // The containerd image store reports a failed unpack inside a successful load, and keeps a broken image record.
+        if (text.startsWith("Error unpacking image")) unpackFailures.push(text.trim());
       });
+      if (unpackFailures.length > 0) {
+        await Promise.all(loaded.map((name) => this.docker.getImage(name).remove().catch(() => undefined)));
+        throw new RemoteError(`the Docker engine could not unpack the loaded image, which was removed again: ${unpackFailures[0]!.replace(/^Error unpacking image \S+: /, "")}`);
+      }
       if (loaded.length === 0) throw new IntegrityError("the Docker engine loaded no image from the archive");
       return loaded;
     } catch (error) {

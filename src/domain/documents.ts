@@ -21,8 +21,12 @@ export const imageMetadataSchema = z.looseObject({
   app_name: z.string().min(1),
   // Added by this port; absent on images the Go tool pushed.
   sha256: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+  /** The image config's digest (the image ID of graphdriver engines; not the containerd store's ID). */
   image_id: z.string().regex(/^sha256:[0-9a-f]{64}$/).optional(),
+  /** The layers' diff IDs, bottom first. */
   layers: z.array(z.string()).optional(),
+  /** The image config's `created`: with the layers, what identifies the image where no engine reports its config digest. */
+  image_created: z.string().optional(),
   uncompressed_size: z.number().int().nonnegative().optional(),
   compression: z.string().optional(),
   /** The ETag the object had when this metadata was written: a later mismatch means it was replaced. */

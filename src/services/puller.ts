@@ -5,6 +5,7 @@
  */
 import { createGunzip } from "node:zlib";
 import { IntegrityError, S3dockError } from "../errors.js";
+import { sameImage, storedIdentity, type ImageIdentity } from "../domain/image-identity.js";
 import { isImageRef, looksLikeVersion, parseAppName, parseEnvName, parseImageRef, parseVersion } from "../domain/names.js";
 import { BufferPool, handedOver, pooledChunks, writeChunks } from "../transfer/buffer-pool.js";
 import { ThreadedDigester } from "../transfer/digest.js";
@@ -41,6 +42,13 @@ const QUEUED = 2;
 /** QUEUED with the engine's connection, and two between the decompressor and the hold-back (one filling and one held, or two held). */
 const TAR_CHUNKS = QUEUED + 2;
 
+/** What the engine reports against what the metadata records, by whatever `sameImage` compared. */
+function mismatch(loaded: ImageIdentity, recorded: ImageIdentity): string {
+  if (loaded.configDigest && recorded.configDigest) return `config ${loaded.configDigest}, but its metadata records ${recorded.configDigest}`;
+  const describe = (identity: ImageIdentity) => `layers ${identity.diffIds.join(", ")} created ${identity.created ?? "(unknown)"}`;
+  return `${describe(loaded)}, but its metadata records ${describe(recorded)}`;
+}
+
 export class Puller {
   private readonly catalog: ImageCatalog;
   private readonly references: References;
@@ -71,8 +79,9 @@ export class Puller {
     const { image, source, sourceType } = await this.resolve(app, target);
     const { docker, logger } = this.ctx;
     const local = await docker.inspectImage(image.name);
-    const recordedId = image.metadata.image_id;
-    const alreadyLoaded = local !== undefined && (recordedId === undefined || recordedId === local.id);
+    const recorded = storedIdentity(image.metadata);
+    // An image the Go tool stored records nothing to compare: like the Go tool, its name is taken as the image.
+    const alreadyLoaded = local !== undefined && sameImage(recorded, local.identity) !== false;
     if (alreadyLoaded && !options.force) {
       logger.info(`${image.name} is already in the Docker engine: skipped`);
       return this.finish(image, source, sourceType, true, started);
@@ -81,8 +90,8 @@ export class Puller {
     await this.download(image);
     const loaded = await docker.inspectImage(image.name);
     if (!loaded) throw new IntegrityError(`${this.ctx.store.url(image.key)} loaded, but it does not contain ${image.name}`);
-    if (recordedId && loaded.id !== recordedId) {
-      throw new IntegrityError(`${image.name} loaded with ID ${loaded.id}, but its metadata records ${recordedId}`);
+    if (sameImage(recorded, loaded.identity) === false) {
+      throw new IntegrityError(`${image.name} loaded with ${mismatch(loaded.identity, recorded)}`);
     }
     logger.info(`pulled ${image.name} (${image.metadata.size} bytes)`);
     return this.finish(image, source, sourceType, false, started);

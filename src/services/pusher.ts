@@ -8,9 +8,10 @@ import { ConflictError, NotFoundError, S3dockError } from "../errors.js";
 import { serializeDocument, type ImageMetadata } from "../domain/documents.js";
 import { archivedImageKey, imageKey, metadataKeyFor } from "../domain/keys.js";
 import { formatImageRef, parseImageRef } from "../domain/names.js";
+import { sameImage, storedIdentity } from "../domain/image-identity.js";
 import { formatGoTime, formatLocalMonth, formatLocalStamp, gitTimeToDate } from "../domain/time.js";
 import type { ImageInfo } from "../clients/docker.js";
-import { imageIdFromArchive } from "../transfer/archive-manifest.js";
+import { configDigestOfManifest, identityFromArchive } from "../transfer/archive-manifest.js";
 import { collectionPacer, type GarbageCollector } from "../transfer/collection-pacer.js";
 import { DigestTap } from "../transfer/digest.js";
 import { parallelGzip } from "../transfer/parallel-gzip.js";
@@ -80,12 +81,17 @@ export class Pusher {
     return this.finish(name, key, metadata, { skipped: false, archived }, started);
   }
 
-  /** By what the image is (its ID), never by compressed bytes, which differ between encoders. */
+  /**
+   * By what the image is (config digest, or layers and creation time: the same whichever engine
+   * pushed it), never by compressed bytes, which differ between encoders.
+   */
   private async storesSameImage(existing: StoredImage, local: ImageInfo): Promise<boolean> {
-    if (existing.metadata.image_id) return existing.metadata.image_id === local.id;
+    const same = sameImage(storedIdentity(existing.metadata), local.identity);
+    if (same !== undefined) return same;
     this.ctx.logger.info(`${existing.name} was stored without an image ID: comparing its content`);
     const body = await this.ctx.store.getStream(existing.key);
-    return (await imageIdFromArchive(body.pipe(createGunzip()))) === local.id;
+    const stored = await identityFromArchive(body.pipe(createGunzip()));
+    return stored !== undefined && sameImage(stored, local.identity) === true;
   }
 
   private async objectIntact(existing: StoredImage): Promise<boolean> {
@@ -119,7 +125,9 @@ export class Pusher {
     const gzip = parallelGzip({ level: transfer.gzipLevel, chunkSize: transfer.chunkSizeBytes, workers: transfer.compressionWorkers });
     try {
       const saved = await docker.saveImage(name);
-      const stream = rewriteTarTimes(saved, mtime);
+      // The containerd image store does not report the config digest; the archive's manifest names it.
+      let configDigest = local.identity.configDigest;
+      const stream = rewriteTarTimes(saved, mtime, (manifest) => (configDigest ??= configDigestOfManifest(manifest)));
       // The compressed chunks are gzip members made for this upload alone (DigestTap passes them on as they are).
       const uploading = store.upload(key, compressed, {
         partSizeBytes: transfer.partSizeBytes,
@@ -145,8 +153,9 @@ export class Pusher {
         image_tag: name,
         app_name: ref.app,
         sha256: digests.sha256,
-        image_id: local.id,
-        layers: [...local.layers],
+        image_id: configDigest,
+        layers: [...local.identity.diffIds],
+        image_created: local.identity.created,
         uncompressed_size: exported.digests().size,
         compression: `gzip:${transfer.gzipLevel}`,
         object_etag: uploaded.etag,

@@ -11,6 +11,7 @@ import {
   buildImage,
   cliEnv,
   createAppRepo,
+  createNetwork,
   createBucket,
   deleteBucket,
   docker,
@@ -42,7 +43,7 @@ const json = (args: string[]) => runJson(["--config", configFile, ...args], { en
 
 /** What the alias answers, asked from a container on the network (the proxy's view). */
 function fetchAlias(): string {
-  return docker(["run", "--rm", "--network", network, "--entrypoint", "/bin/busybox", v1, "wget", "-q", "-O", "-", `http://${alias}:8080/`]);
+  return docker(["run", "--rm", "--network", network, "--entrypoint", "/bin/busybox", v1, "wget", "-q", "-T", "5", "-O", "-", `http://${alias}:8080/`]);
 }
 
 function containersOfApp(): { name: string; image: string; color: string; state: string }[] {
@@ -94,7 +95,7 @@ beforeAll(async () => {
     }`,
   );
   for (const image of [v1, v2, bad]) await pushImage(image);
-  docker(["network", "create", network]);
+  createNetwork(network);
 }, 300_000);
 
 // The shared S3 server has taken over a minute to delete a bucket under load.

@@ -327,3 +327,12 @@ export function removeImage(reference: string): void {
 
 /** The stderr lines a failed command printed, without log lines. */
 export const errorLines = (stderr: string): string[] => stderr.split("\n").filter((line) => line.trim() !== "" && !/^\[(INFO|DEBUG|WARN)\]/.test(line));
+
+/**
+ * Creates a user network whose containers can talk to each other on every test engine: the current
+ * engines run without iptables rules of their own, and scripts/modern-docker.sh lets traffic through
+ * between bridges named s3dt*.
+ */
+export function createNetwork(name: string): void {
+  docker(["network", "create", "-o", `com.docker.network.bridge.name=s3dt${randomBytes(4).toString("hex")}`, name]);
+}

@@ -190,8 +190,8 @@ export class FakeDockerEngine implements DockerEngine {
     const config = Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: [`sha256:${sha256(layer)}`] }, content }));
     const info: ImageInfo = {
       id: `sha256:${sha256(config)}`,
+      identity: { configDigest: `sha256:${sha256(config)}`, diffIds: [`sha256:${sha256(layer)}`] },
       repoTags: [reference],
-      layers: [`sha256:${sha256(layer)}`],
       labels: {},
       size: layer.length + config.length,
       hasHealthcheck: false,
@@ -242,8 +242,8 @@ export class FakeDockerEngine implements DockerEngine {
       for (const tag of item.RepoTags) {
         const info: ImageInfo = {
           id: `sha256:${sha256(config)}`,
+          identity: { configDigest: `sha256:${sha256(config)}`, diffIds: [`sha256:${sha256(layer)}`] },
           repoTags: item.RepoTags,
-          layers: [`sha256:${sha256(layer)}`],
           labels: {},
           size: config.length + layer.length,
           hasHealthcheck: false,

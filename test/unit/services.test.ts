@@ -57,7 +57,7 @@ describe("Pusher", () => {
       image_tag: REF,
       app_name: "shop",
       image_id: local.id,
-      layers: local.layers,
+      layers: local.identity.diffIds,
       object_etag: object.etag,
       pushed_by: "alice",
     });

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterAll, describe, expect, it } from "vitest";
 import { IntegrityError, NotFoundError, OperationError, RemoteError } from "../../src/errors.js";
-import { imageIdFromArchive } from "../../src/transfer/archive-manifest.js";
+import { identityFromArchive } from "../../src/transfer/archive-manifest.js";
 import { OUTSIDE_DOCKERFILE_NAME, packBuildContext } from "../../src/transfer/build-context.js";
 import { DigestTap, ThreadedDigester } from "../../src/transfer/digest.js";
 import { holdBack } from "../../src/transfer/hold-back.js";
@@ -381,25 +381,36 @@ describe("rangedDownload", () => {
   });
 });
 
-describe("imageIdFromArchive", () => {
-  const hex = "ab".repeat(32);
+describe("identityFromArchive", () => {
+  const config = JSON.stringify({ created: "2025-07-21T21:18:00.123456789Z", rootfs: { type: "layers", diff_ids: ["sha256:" + "cd".repeat(32)] } });
+  const hex = createHash("sha256").update(config).digest("hex");
+  const expected = { configDigest: `sha256:${hex}`, diffIds: ["sha256:" + "cd".repeat(32)], created: "2025-07-21T21:18:00.123456789Z" };
 
-  it("reads the legacy Config <hex>.json form", async () => {
+  it("reads Docker 20.10's layout: Config <hex>.json, before manifest.json", async () => {
     const tarBytes = await makeTar([
       { header: { name: "layer/layer.tar" }, body: randomBytes(3000) },
-      { header: { name: `${hex}.json` }, body: "{}" },
+      { header: { name: `${hex}.json` }, body: config },
       { header: { name: "manifest.json" }, body: JSON.stringify([{ Config: `${hex}.json`, RepoTags: ["a:b"], Layers: [] }]) },
     ]);
-    expect(await imageIdFromArchive(Readable.from([tarBytes]))).toBe(`sha256:${hex}`);
+    expect(await identityFromArchive(Readable.from([tarBytes]))).toEqual(expected);
   });
 
-  it("reads the OCI blobs/sha256/<hex> form", async () => {
+  it("reads the OCI layout of Docker 25+: Config blobs/sha256/<hex>", async () => {
     const tarBytes = await makeTar([
-      { header: { name: "manifest.json" }, body: JSON.stringify([{ Config: `blobs/sha256/${hex}`, RepoTags: ["a:b"], Layers: [] }]) },
-      { header: { name: `blobs/sha256/${hex}` }, body: "{}" },
+      { header: { name: `blobs/sha256/${"ef".repeat(32)}` }, body: randomBytes(3000) },
+      { header: { name: `blobs/sha256/${hex}` }, body: config },
       { header: { name: "index.json" }, body: "{}" },
+      { header: { name: "manifest.json" }, body: JSON.stringify([{ Config: `blobs/sha256/${hex}`, RepoTags: ["a:b"], Layers: [] }]) },
     ]);
-    expect(await imageIdFromArchive(Readable.from([tarBytes]))).toBe(`sha256:${hex}`);
+    expect(await identityFromArchive(Readable.from([tarBytes]))).toEqual(expected);
+  });
+
+  it("keeps the digest alone when the config is missing or not JSON", async () => {
+    const tarBytes = await makeTar([
+      { header: { name: `blobs/sha256/${hex}` }, body: "{oops" },
+      { header: { name: "manifest.json" }, body: JSON.stringify([{ Config: `blobs/sha256/${hex}`, RepoTags: ["a:b"], Layers: [] }]) },
+    ]);
+    expect(await identityFromArchive(Readable.from([tarBytes]))).toEqual({ configDigest: `sha256:${hex}`, diffIds: [], created: undefined });
   });
 
   it.each([
@@ -407,7 +418,7 @@ describe("imageIdFromArchive", () => {
     ["a manifest that is not JSON", [{ header: { name: "manifest.json" }, body: "{oops" }]],
     ["a manifest without a digest", [{ header: { name: "manifest.json" }, body: '[{"Config":"config.json"}]' }]],
   ])("%s → undefined", async (_label, tarEntries) => {
-    expect(await imageIdFromArchive(Readable.from([await makeTar(tarEntries)]))).toBeUndefined();
+    expect(await identityFromArchive(Readable.from([await makeTar(tarEntries)]))).toBeUndefined();
   });
 });
 
