@@ -14,10 +14,11 @@
 #    Neither is used below, and `up` checks that docker0 survives.
 #  - sid's Release files can look expired to apt: Check-Valid-Until=false.
 # The daemons run chrooted in a private mount namespace (their mounts vanish when they exit), with
-# their own sockets, data roots, exec roots and bridges, and no iptables rules of their own: the
-# host's FORWARD policy (DROP, set by Docker 20.10) would drop traffic between containers on their
-# user networks, so `up` accepts forwarding between bridges named s3dt* (tests that need containers
-# to talk create their networks with `-o com.docker.network.bridge.name=s3dt…`).
+# their own sockets, data roots, exec roots and bridges, and no iptables rules of their own (published
+# ports go through docker-proxy): the host's FORWARD policy (DROP, set by Docker 20.10) would drop
+# traffic between containers on their user networks, so `up` accepts forwarding between bridges named
+# s3dt* (tests that need containers to talk create their networks with
+# `-o com.docker.network.bridge.name=s3dt…`).
 set -eu
 SUITE=${MODERN_DOCKER_SUITE:-sid}
 ROOT=${MODERN_DOCKER_ROOT:-/opt/docker-$SUITE}
@@ -73,7 +74,7 @@ TOML
 {"hosts":["unix:///run/host/${STATE#/run/}/docker-$store.sock"],"pidfile":"/run/host/${STATE#/run/}/dockerd-$store.pid",
  "data-root":"/var/lib/s3dock-docker-$store","exec-root":"/run/s3dock-docker-$store",
  "containerd":"/run/s3dock-containerd/containerd.sock","containerd-namespace":"s3dock-$store","containerd-plugins-namespace":"s3dock-$store-plugins",
- "bridge":"$(bridge "$store")","iptables":false,"ip6tables":false,"ip-masq":false,"ip-forward":false,"userland-proxy":false,
+ "bridge":"$(bridge "$store")","iptables":false,"ip6tables":false,"ip-masq":false,"ip-forward":false,"userland-proxy":true,
  $driver "cgroup-parent":"/s3dock-docker-$store","features":{"containerd-snapshotter":$snap}}
 JSON
     if grep -qE 'default-address-pools|"bridge": *"none"' "$ROOT/etc/s3dock-modern/daemon-$store.json"; then

@@ -98,6 +98,7 @@ export class Runtime {
       clock: { now: () => new Date() },
       user: osUser(),
       transfer: config.transfer,
+      storageFormat: config.storageFormat,
       retryCount: config.retryCount,
       progress: createProgress(!this.json && process.stderr.isTTY === true && config.logLevel > 1),
       toolVersion: `s3dock/${TOOL_VERSION.version}`,

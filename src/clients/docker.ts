@@ -3,6 +3,7 @@ import { Readable, type Writable } from "node:stream";
 import Docker from "dockerode";
 import { IntegrityError, NotFoundError, RemoteError, S3dockError } from "../errors.js";
 import type { ImageIdentity } from "../domain/image-identity.js";
+import { chainIds } from "../domain/oci.js";
 import { writeChunks, type PooledChunk } from "../transfer/buffer-pool.js";
 
 export interface ImageInfo {
@@ -46,6 +47,17 @@ export interface DockerEngine {
   removeImage(reference: string): Promise<void>;
   /** The image IDs that any container (running or not) was created from. */
   imageIdsInUse(): Promise<Set<string>>;
+  /** Which image store the engine keeps: "containerd" (the containerd image store) or "graphdriver". */
+  imageStore(): Promise<ImageStore>;
+  /** What the engine's images hold: the chain IDs of their layer stacks, and (containerd store) their manifest digests. */
+  localLayers(): Promise<LocalLayers>;
+}
+
+export type ImageStore = "graphdriver" | "containerd";
+
+export interface LocalLayers {
+  readonly chainIds: ReadonlySet<string>;
+  readonly manifestDigests: ReadonlySet<string>;
 }
 
 interface JsonMessage {
@@ -221,6 +233,34 @@ export class DockerodeEngine implements DockerEngine {
     } catch (error) {
       throw this.failure(error, `remove image ${reference}`);
     }
+  }
+
+  async imageStore(): Promise<ImageStore> {
+    try {
+      const info = (await this.docker.info()) as { DriverStatus?: [string, string][] };
+      return (info.DriverStatus ?? []).some(([key, value]) => key === "driver-type" && value.startsWith("io.containerd.snapshotter")) ? "containerd" : "graphdriver";
+    } catch (error) {
+      throw this.failure(error, "read the engine's info");
+    }
+  }
+
+  async localLayers(): Promise<LocalLayers> {
+    const chains = new Set<string>();
+    const manifests = new Set<string>();
+    try {
+      const images = await this.docker.listImages();
+      for (const summary of images) {
+        const info = await this.docker
+          .getImage(summary.Id)
+          .inspect()
+          .catch(() => undefined); // removed meanwhile
+        for (const chain of chainIds(info?.RootFS?.Layers ?? [])) chains.add(chain);
+        if (info?.Descriptor?.digest) manifests.add(info.Descriptor.digest);
+      }
+    } catch (error) {
+      throw this.failure(error, "list the engine's images");
+    }
+    return { chainIds: chains, manifestDigests: manifests };
   }
 
   async imageIdsInUse(): Promise<Set<string>> {

@@ -49,9 +49,17 @@ export const configFileSchema = z.strictObject({
       compression_workers: z.number().int().min(1).max(64).optional(),
     })
     .optional(),
+  storage: z
+    .strictObject({
+      format: z.enum(["layers", "archive"]).optional(),
+    })
+    .optional(),
   deploy: deployConfigSchema.optional(),
 });
 export type ConfigFile = z.infer<typeof configFileSchema>;
+
+/** "layers": content-addressed blobs shared across images (the default); "archive": one Go-compatible .tar.gz per image. */
+export type StorageFormat = "layers" | "archive";
 
 export interface TransferSettings {
   readonly partSizeBytes: number;
@@ -71,6 +79,7 @@ export interface ResolvedConfig {
   readonly retryCount: number;
   readonly logLevel: 1 | 2 | 3;
   readonly transfer: TransferSettings;
+  readonly storageFormat: StorageFormat;
   readonly dockerTimeoutMs: number | undefined;
   readonly deploy: DeployConfig;
   readonly profiles: readonly string[];
@@ -105,6 +114,11 @@ function gzipLevel(compression: string | undefined): number {
 function logLevelNumber(level: 1 | 2 | 3 | "error" | "warn" | "info" | "debug" | undefined): 1 | 2 | 3 | undefined {
   if (typeof level !== "string") return level;
   return level === "debug" ? 3 : level === "error" ? 1 : 2;
+}
+
+function storageFormat(value: string | undefined): StorageFormat | undefined {
+  if (value === undefined || value === "layers" || value === "archive") return value;
+  throw new ConfigError(`S3DOCK_STORAGE_FORMAT: ${JSON.stringify(value)} is not a storage format (use "layers" or "archive")`);
 }
 
 const nonEmpty = (value: string | undefined): string | undefined => (value === undefined || value === "" ? undefined : value);
@@ -157,6 +171,7 @@ export function resolveConfig(input: ResolveInput): ResolvedConfig {
       compressionWorkers: workers,
       gzipLevel: gzipLevel(config.docker?.compression),
     },
+    storageFormat: storageFormat(nonEmpty(env.S3DOCK_STORAGE_FORMAT)) ?? config.storage?.format ?? "layers",
     dockerTimeoutMs:
       config.docker?.timeout === undefined ? undefined : parseDuration(config.docker.timeout, "docker.timeout"),
     deploy: config.deploy ?? {},

@@ -33,6 +33,11 @@ export const imageMetadataSchema = z.looseObject({
   object_etag: z.string().optional(),
   pushed_by: z.string().optional(),
   pushed_with: z.string().optional(),
+  /** "layers": the image lives in the shared blob store, named by `manifest_digest`; absent: the `.tar.gz` is the image. */
+  format: z.enum(["archive", "layers"]).optional(),
+  manifest_digest: z.string().regex(/^sha256:[0-9a-f]{64}$/).optional(),
+  /** The bytes of the image's blobs (its compressed layers, config and manifest). */
+  stored_size: z.number().int().nonnegative().optional(),
 });
 export type ImageMetadata = z.infer<typeof imageMetadataSchema>;
 

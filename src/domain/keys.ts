@@ -109,3 +109,29 @@ export function monthFromPrefix(commonPrefix: string): string | undefined {
   const match = /^images\/[^/]+\/(\d{6})\/$/.exec(commonPrefix);
   return match ? match[1] : undefined;
 }
+
+const SHA256_DIGEST = /^sha256:([0-9a-f]{64})$/;
+
+function digestHex(digest: string): string {
+  const match = SHA256_DIGEST.exec(digest);
+  if (!match) throw new Error(`not a sha256 digest: ${digest}`);
+  return match[1]!;
+}
+
+/** Content-addressed blobs (compressed layers, image configs, OCI manifests), shared by every app. */
+export const BLOBS_PREFIX = "blobs/sha256/";
+export const blobKey = (digest: string): string => `${BLOBS_PREFIX}${digestHex(digest)}`;
+
+/** `blobs/sha256/{hex}` → `sha256:{hex}`, or undefined for anything else under the prefix. */
+export function digestFromBlobKey(key: string): string | undefined {
+  const match = /^blobs\/sha256\/([0-9a-f]{64})$/.exec(key);
+  return match ? `sha256:${match[1]}` : undefined;
+}
+
+/** Which stored blob holds a layer, by the layer's diff ID (its uncompressed digest, what engines report). */
+export const LAYERS_PREFIX = "layers/sha256/";
+export const layerKey = (diffId: string): string => `${LAYERS_PREFIX}${digestHex(diffId)}.json`;
+
+/** Where a blob is uploaded before its digest is known; copied to its address once verified. */
+export const blobUploadKey = (unique: string): string => safeKey("blobs", "uploads", unique);
+export const BLOB_UPLOADS_PREFIX = "blobs/uploads/";

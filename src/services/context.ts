@@ -2,7 +2,7 @@
 import type { Logger } from "pino";
 import type { DockerEngine } from "../clients/docker.js";
 import type { ObjectStore } from "../clients/object-store.js";
-import type { TransferSettings } from "../domain/config.js";
+import type { StorageFormat, TransferSettings } from "../domain/config.js";
 
 export interface Clock {
   now(): Date;
@@ -30,6 +30,8 @@ export interface ServiceContext {
   /** The OS user name, or "unknown": recorded as promoted_by / user. */
   readonly user: string;
   readonly transfer: TransferSettings;
+  /** How push stores an image unless told otherwise. */
+  readonly storageFormat: StorageFormat;
   readonly retryCount: number;
   readonly progress: ProgressReporter;
   /** `s3dock/<version>`, recorded in the documents this tool writes. */

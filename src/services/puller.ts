@@ -9,6 +9,10 @@ import { sameImage, storedIdentity, type ImageIdentity } from "../domain/image-i
 import { isImageRef, looksLikeVersion, parseAppName, parseEnvName, parseImageRef, parseVersion } from "../domain/names.js";
 import { BufferPool, handedOver, pooledChunks, writeChunks } from "../transfer/buffer-pool.js";
 import { ThreadedDigester } from "../transfer/digest.js";
+import { chainIds, manifestSchema, type Descriptor } from "../domain/oci.js";
+import { BlobStore } from "../storage/blob-store.js";
+import { LayerLayout, LAYERS_FORMAT } from "../storage/layer-layout.js";
+import { loadArchive } from "../transfer/layer-pull.js";
 import { holdBack } from "../transfer/hold-back.js";
 import { rangedDownload } from "../transfer/ranged-download.js";
 import { AuditLog } from "./audit.js";
@@ -87,14 +91,75 @@ export class Puller {
       return this.finish(image, source, sourceType, true, started);
     }
     this.audit.prepare();
-    await this.download(image);
+    if (image.metadata.format === LAYERS_FORMAT) await this.loadLayers(image);
+    else await this.download(image);
     const loaded = await docker.inspectImage(image.name);
     if (!loaded) throw new IntegrityError(`${this.ctx.store.url(image.key)} loaded, but it does not contain ${image.name}`);
     if (sameImage(recorded, loaded.identity) === false) {
       throw new IntegrityError(`${image.name} loaded with ${mismatch(loaded.identity, recorded)}`);
     }
-    logger.info(`pulled ${image.name} (${image.metadata.size} bytes)`);
+    logger.info(`pulled ${image.name}`);
     return this.finish(image, source, sourceType, false, started);
+  }
+
+  /**
+   * The layers format: the engine gets an archive without the layers it already has; should it refuse
+   * that (an engine that lost a layer it seemed to have), it gets the whole image.
+   */
+  private async loadLayers(image: StoredImage): Promise<void> {
+    const { store, docker, transfer, retryCount, logger, progress } = this.ctx;
+    const layout = new LayerLayout(store, new BlobStore(store, { partSizeBytes: transfer.partSizeBytes, concurrency: transfer.concurrency }));
+    const { manifest, config } = await layout.open(image.metadata);
+    const layers = manifest.parsed.layers;
+    const omit = await this.layersTheEngineHas(layout, layers, image.metadata.layers ?? []);
+    for (const leaveOut of omit.size > 0 ? [omit, new Set<string>()] : [omit]) {
+      const missing = layers.filter((layer) => !leaveOut.has(layer.digest));
+      logger.info(`${image.name}: loading ${missing.length} of ${layers.length} layers${missing.length < layers.length ? " (the engine has the others)" : ""}`);
+      const bar = progress.start(`pull ${image.name}`, missing.reduce((sum, layer) => sum + layer.size, 0), "bytes");
+      try {
+        const archive = loadArchive(store, {
+          name: image.name,
+          manifest: { digest: manifest.digest, bytes: manifest.bytes },
+          config,
+          layers,
+          omit: leaveOut,
+          concurrency: transfer.concurrency,
+          retries: retryCount,
+          onBytes: (bytes) => bar.update(bytes),
+          onRetry: (message) => logger.warn(message),
+        });
+        await docker.loadImage(archive, { queued: QUEUED });
+        return;
+      } catch (error) {
+        if (leaveOut.size === 0 || error instanceof IntegrityError) throw error;
+        logger.warn(`${image.name}: the engine refused the image without the layers it seemed to have (${(error as Error).message}); loading all of them`);
+      } finally {
+        bar.stop();
+      }
+    }
+  }
+
+  /**
+   * The blobs of the layers the engine already has. The graphdriver stores skip a layer whose chain
+   * they hold; the containerd store also needs the blob itself in its content store, which s3dock
+   * knows only for images it loaded from this bucket (their manifests are blobs here).
+   */
+  private async layersTheEngineHas(layout: LayerLayout, layers: readonly Descriptor[], diffIds: readonly string[]): Promise<Set<string>> {
+    const { docker } = this.ctx;
+    const [kind, local] = await Promise.all([docker.imageStore(), docker.localLayers()]);
+    const chains = chainIds(diffIds);
+    let held: Set<string> | undefined;
+    if (kind === "containerd") {
+      held = new Set();
+      for (const digest of local.manifestDigests) {
+        const bytes = await layout.blobs.getBytes(digest).catch(() => undefined); // not an image from this bucket
+        const parsed = bytes ? manifestSchema.safeParse(JSON.parse(bytes.toString("utf8"))) : undefined;
+        for (const layer of parsed?.success ? parsed.data.layers : []) held.add(layer.digest);
+      }
+    }
+    // A chain ID names the whole stack below it: the engine has every layer up to the highest chain it holds.
+    const top = chains.findLastIndex((chain) => local.chainIds.has(chain));
+    return new Set(layers.slice(0, top + 1).flatMap((layer) => (!held || held.has(layer.digest) ? [layer.digest] : [])));
   }
 
   private async download(image: StoredImage): Promise<void> {
@@ -179,6 +244,6 @@ export class Puller {
       source_type: sourceType,
       ...(skipped ? { was_skipped: true } : {}),
     });
-    return { image_ref: image.name, source, source_type: sourceType, skipped, size: image.metadata.size, duration_ms: Date.now() - started };
+    return { image_ref: image.name, source, source_type: sourceType, skipped, size: image.metadata.stored_size ?? image.metadata.size, duration_ms: Date.now() - started };
   }
 }

@@ -217,6 +217,7 @@ describe("push killed with SIGKILL", () => {
       docker: new DockerodeEngine({ timeoutMs: 30_000, env: process.env }),
       logger,
       clock: { now: () => later },
+      storageFormat: "archive",
       user: "crash-test",
       transfer: { partSizeBytes: 16 * 1024 * 1024, concurrency: 4, chunkSizeBytes: 4 * 1024 * 1024, compressionWorkers: 2, gzipLevel: 1 },
       retryCount: 2,

@@ -241,7 +241,7 @@ function pollHostPort(): { stop: () => Promise<{ ok: number; failed: number; lon
 
 describe("deploy in host-port mode (publish)", () => {
   const staging = "staging";
-  const hostGet = async () => (await (await fetch(`http://127.0.0.1:${hostPort}/`)).text()).trim();
+  const hostGet = async () => (await (await fetch(`http://127.0.0.1:${hostPort}/`, { signal: AbortSignal.timeout(5000) })).text()).trim();
 
   it("moves the published port to the new container with a short gap", async () => {
     expect((await run(["promote", v1, staging])).code).toBe(0);

@@ -14,6 +14,7 @@ import {
   NODE,
   buildImage,
   cliEnv,
+  configDigest,
   createAppRepo,
   createBucket,
   deleteBucket,
@@ -100,7 +101,7 @@ async function expectLoadedAndVerified(result: RunResult): Promise<void> {
   expect(result.code, result.stderr).toBe(0);
   const metadataKey = (await listKeys(bucket, `images/${APP}/`)).find((key) => key.endsWith(".json"))!;
   const metadata = JSON.parse(await getText(bucket, metadataKey)) as { image_id: string };
-  expect(docker(["image", "inspect", "--format", "{{.Id}}", image])).toBe(metadata.image_id);
+  expect(await configDigest(image)).toBe(metadata.image_id);
 }
 
 beforeAll(async () => {

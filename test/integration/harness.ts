@@ -118,6 +118,8 @@ export function cliEnv(bucket: string, extra: Record<string, string | undefined>
     AWS_SECRET_ACCESS_KEY: s3Settings.secretKey,
     AWS_REGION: s3Settings.region,
     S3DOCK_BUCKET: bucket,
+    // Most files test the archive format's objects; test/integration/layers.test.ts and the cross-engine tests the layers format.
+    S3DOCK_STORAGE_FORMAT: "archive",
     ...extra,
   };
   return Object.fromEntries(Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined));
@@ -287,6 +289,14 @@ export function imageIdOfSave(entries: readonly TarEntry[]): string {
 
 export function imageId(reference: string): string {
   return docker(["image", "inspect", "--format", "{{.Id}}", reference]);
+}
+
+/**
+ * The image's config digest, what s3dock records as `image_id`: the engine's ID on graphdriver
+ * stores; the containerd image store's ID is its manifest digest, so read it from `docker save`.
+ */
+export async function configDigest(reference: string): Promise<string> {
+  return imageIdOfSave(await tarEntries(await dockerSave(reference)));
 }
 
 /** Writes many objects at once, `concurrency` in flight. */

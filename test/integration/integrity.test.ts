@@ -4,6 +4,9 @@
  * must refuse with a clear integrity message and leave nothing in the engine; commands that meet
  * garbage fail with one line and write nothing.
  */
+import { createHash } from "node:crypto";
+import { gunzipSync, gzipSync } from "node:zlib";
+import tarStream from "tar-stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type AppRepo,
@@ -18,12 +21,14 @@ import {
   imageExists,
   imageId,
   listKeys,
+  md5Hex,
   putObject,
   removeAppImages,
   removeDir,
   removeImage,
   runJson,
   runS3dock,
+  tarEntries,
   uniqueName,
 } from "./harness.js";
 
@@ -96,6 +101,37 @@ describe("integrity", () => {
     const result = await runJson(["pull", app, "production"], { env });
     expect(result.code, result.stderr).toBe(0);
     expect(imageId(ref)).toBe(id);
+  });
+
+  it("refuses an archive missing a layer, with metadata a bucket writer made to match, and leaves no image behind", async () => {
+    // The containerd image store loads such an archive "successfully" and keeps a broken image record;
+    // the graphdriver stores refuse it. Either way pull fails and the engine has no image under the name.
+    const entries = await tarEntries(gunzipSync(original));
+    const layers = (JSON.parse(entries.find((entry) => entry.name === "manifest.json")!.body.toString("utf8")) as { Layers: string[] }[])[0]!.Layers;
+    const payload = entries.filter((entry) => layers.includes(entry.name)).sort((a, b) => b.body.length - a.body.length)[0]!;
+    const pack = tarStream.pack();
+    for (const entry of entries.filter((candidate) => candidate !== payload)) pack.entry({ name: entry.name, mtime: entry.mtime }, entry.body);
+    pack.finalize();
+    const parts: Buffer[] = [];
+    for await (const part of pack as AsyncIterable<Buffer>) parts.push(part);
+    const partialTar = Buffer.concat(parts);
+    const partial = gzipSync(partialTar);
+    const metadataKey = key.replace(/\.tar\.gz$/, ".json");
+    const metadata = await getText(bucket, metadataKey);
+    const forged = { ...JSON.parse(metadata), size: partial.length, checksum: md5Hex(partial), sha256: createHash("sha256").update(partial).digest("hex"), uncompressed_size: partialTar.length };
+    delete forged.object_etag;
+    await putObject(bucket, key, partial);
+    await putObject(bucket, metadataKey, JSON.stringify(forged, null, 2));
+    try {
+      removeImage(ref);
+      const result = await runJson(["pull", app, "production"], { env });
+      expect(result.code).toBe(1);
+      expect(errorLines(result.stderr), result.stderr).toHaveLength(1);
+      expect(imageExists(ref)).toBe(false);
+    } finally {
+      await putObject(bucket, key, original);
+      await putObject(bucket, metadataKey, metadata);
+    }
   });
 
   it("fails on unreadable JSON in a pointer, a tag or metadata with one line and no write", async () => {

@@ -6,7 +6,8 @@
 import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
 import pino from "pino";
-import type { DockerEngine, ImageInfo } from "../../src/clients/docker.js";
+import type { DockerEngine, ImageInfo, LocalLayers } from "../../src/clients/docker.js";
+import { chainIds } from "../../src/domain/oci.js";
 import type { PooledChunk } from "../../src/transfer/buffer-pool.js";
 import type { ObjectInfo, ObjectStore, PendingUpload, RangeOptions, StoredText, UploadOptions, WriteCondition } from "../../src/clients/object-store.js";
 import { ConflictError, NotFoundError, RemoteError } from "../../src/errors.js";
@@ -273,6 +274,15 @@ export class FakeDockerEngine implements DockerEngine {
   async imageIdsInUse(): Promise<Set<string>> {
     return new Set();
   }
+
+  async imageStore(): Promise<"graphdriver"> {
+    return "graphdriver";
+  }
+
+  async localLayers(): Promise<LocalLayers> {
+    const chains = [...this.images.values()].flatMap((image) => chainIds(image.info.identity.diffIds));
+    return { chainIds: new Set(chains), manifestDigests: new Set() };
+  }
 }
 
 export class FixedClock implements Clock {
@@ -302,6 +312,7 @@ export function fakeContext(overrides: Partial<FakeContext> = {}): FakeContext {
     clock: new FixedClock(),
     user: "alice",
     transfer: { partSizeBytes: 5 * 1024 * 1024, concurrency: 2, chunkSizeBytes: 64 * 1024, compressionWorkers: 2, gzipLevel: 1 },
+    storageFormat: "archive",
     retryCount: 2,
     progress: silentProgress,
     toolVersion: "s3dock/test",

@@ -1,6 +1,7 @@
 /** push, tag, promote, pull, current: the image lifecycle. */
 import { Command, Option } from "commander";
 import { UsageError } from "../../errors.js";
+import type { StorageFormat } from "../../domain/config.js";
 import { isImageRef } from "../../domain/names.js";
 import { Lister } from "../../services/lister.js";
 import { Promoter, type PromoteSource } from "../../services/promoter.js";
@@ -18,11 +19,24 @@ export function registerLifecycle(program: Command, action: ActionFactory): void
   program
     .command("push")
     .argument("<image>", "app:YYYYMMDD-HHMM-hash7, as printed by s3dock build")
+    .addOption(
+      new Option("--format <format>", 'how to store it: "layers" (only layers the bucket lacks are uploaded) or "archive" (one .tar.gz Go hosts can pull); default: storage.format, else layers').choices([
+        "layers",
+        "archive",
+      ]),
+    )
     .description("Store a built image in the bucket (skipped when the same image is already there)")
-    .addHelpText("after", examples("s3dock push myapp:20250721-2118-f7a5a27", "s3dock push --json myapp:20250721-2118-f7a5a27 | jq -r .data.s3_key"))
+    .addHelpText(
+      "after",
+      examples(
+        "s3dock push myapp:20250721-2118-f7a5a27",
+        "s3dock push --format archive myapp:20250721-2118-f7a5a27   # for hosts that run the Go tool",
+        "s3dock push --json myapp:20250721-2118-f7a5a27 | jq -r .data.s3_key",
+      ),
+    )
     .action(
-      action("push", async (runtime, image: string) => {
-        const result = await new Pusher(runtime().services()).push(image);
+      action("push", async (runtime, image: string, options: { format?: StorageFormat }) => {
+        const result = await new Pusher(runtime().services()).push(image, { format: options.format });
         return { data: result, text: [] };
       }),
     );
