@@ -43,7 +43,7 @@ const json = (args: string[]) => runJson(["--config", configFile, ...args], { en
 
 /** What the alias answers, asked from a container on the network (the proxy's view). */
 function fetchAlias(): string {
-  return docker(["run", "--rm", "--network", network, "--entrypoint", "/bin/busybox", v1, "wget", "-q", "-T", "5", "-O", "-", `http://${alias}:8080/`]);
+  return docker(["run", "--rm", "--network", network, "--entrypoint", "/bin/busybox", v1, "wget", "-q", "-O", "-", `http://${alias}:8080/`]);
 }
 
 function containersOfApp(): { name: string; image: string; color: string; state: string }[] {
