@@ -366,10 +366,9 @@ export class Deployer {
 
   private async unhealthy(id: string, name: string, what: string, lastOutput: string | undefined): Promise<UnhealthyError> {
     const logs = await this.engine.logsTail(id, LOG_TAIL_LINES).catch(() => "");
-    const parts = [`the new container ${name} ${what}; the live container keeps serving`];
-    parts.push(`last health check output: ${lastOutput ? lastOutput : "(none)"}`);
-    parts.push(logs ? `last ${LOG_TAIL_LINES} log lines:\n${logs}` : "no log output");
-    return new UnhealthyError(parts.join("\n"));
+    return new UnhealthyError(`the new container ${name} ${what}; the live container keeps serving`, {
+      details: [`last health check output: ${lastOutput ? lastOutput : "(none)"}`, logs ? `last ${LOG_TAIL_LINES} log lines:\n${logs}` : "no log output"],
+    });
   }
 
   /** A new container that failed its health check is worth an audit event too; then the error goes on. */
@@ -380,7 +379,7 @@ export class Deployer {
         environment: env,
         image_reference: image,
         result: "failed",
-        reason: error.message.split("\n")[0],
+        reason: error.message,
         engine: this.engine.address,
       });
     }

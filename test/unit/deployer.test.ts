@@ -167,8 +167,8 @@ describe("Deployer", () => {
     const failure = await deployer.deploy("shop", "production").catch((error: unknown) => error);
     expect(failure).toBeInstanceOf(OperationError);
     expect((failure as Error).message).toContain("the new container shop-production-green failed its health check; the live container keeps serving");
-    expect((failure as Error).message).toContain("404 Not Found");
-    expect((failure as Error).message).toContain("httpd started");
+    expect((failure as OperationError).details.join("\n")).toContain("404 Not Found");
+    expect((failure as OperationError).details.join("\n")).toContain("httpd started");
     expect(engine.byName("shop-production-green")).toBeUndefined();
     const failed = ctx.store.keys("audit/").filter((key) => key.includes("-deploy-")).map((key) => ctx.store.json(key)!.details as Record<string, unknown>);
     expect(failed.filter((details) => details.result === "failed")).toEqual([expect.objectContaining({ image_reference: BAD, environment: "production" })]);

@@ -9,7 +9,8 @@ import pino from "pino";
 import type { DockerEngine, ImageInfo } from "../../src/clients/docker.js";
 import type { PooledChunk } from "../../src/transfer/buffer-pool.js";
 import type { ObjectInfo, ObjectStore, PendingUpload, RangeOptions, StoredText, UploadOptions, WriteCondition } from "../../src/clients/object-store.js";
-import { ConflictError, NotFoundError, RemoteError } from "../../src/errors.js";
+import { MAX_DOCUMENT_BYTES } from "../../src/domain/documents.js";
+import { ConflictError, IntegrityError, NotFoundError, RemoteError } from "../../src/errors.js";
 import type { Clock, ServiceContext } from "../../src/services/context.js";
 import { silentProgress } from "../../src/services/context.js";
 import { collect, makeTar, readTar } from "./tar-helpers.js";
@@ -80,6 +81,7 @@ export class FakeObjectStore implements ObjectStore {
   async getText(key: string): Promise<StoredText | undefined> {
     this.operations.push({ op: "getText", key });
     const object = this.objects.get(key);
+    if (object && object.body.length > MAX_DOCUMENT_BYTES) throw new IntegrityError(`${this.url(key)} is ${object.body.length} bytes, more than any s3dock document`);
     return object && { text: object.body.toString("utf8"), etag: object.etag };
   }
 
