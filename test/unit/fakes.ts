@@ -250,6 +250,10 @@ export class FakeDockerEngine implements DockerEngine {
           size: config.length + layer.length,
           hasHealthcheck: false,
         };
+        // The image the name leaves stays in the engine, unnamed (by its ID), as Docker keeps it.
+        const replaced = this.images.get(tag);
+        const stillNamed = replaced && [...this.images].some(([name, other]) => name !== tag && other.info.id === replaced.info.id);
+        if (replaced && replaced.info.id !== info.id && !stillNamed) this.images.set(replaced.info.id, replaced);
         this.images.set(tag, { info, config, layer });
         names.push(tag);
       }
@@ -268,8 +272,19 @@ export class FakeDockerEngine implements DockerEngine {
       .map(([tag, image]) => ({ tag, id: image.info.id, created: new Date(0) }));
   }
 
+  /** By name, or by ID (every name of that image). */
   async removeImage(reference: string): Promise<void> {
-    this.images.delete(reference);
+    for (const [name, image] of this.images) if (name === reference || image.info.id === reference) this.images.delete(name);
+  }
+
+  async tagImage(id: string, reference: string): Promise<void> {
+    const image = [...this.images.values()].find((candidate) => candidate.info.id === id);
+    if (!image) throw new NotFoundError(`no image ${id}`);
+    this.images.set(reference, image);
+  }
+
+  async imageIds(): Promise<Set<string>> {
+    return new Set([...this.images.values()].map((image) => image.info.id));
   }
 
   async imageIdsInUse(): Promise<Set<string>> {
@@ -303,7 +318,7 @@ export function fakeContext(overrides: Partial<FakeContext> = {}): FakeContext {
     logger: pino({ level: "silent" }),
     clock: new FixedClock(),
     user: "alice",
-    transfer: { partSizeBytes: 5 * 1024 * 1024, concurrency: 2, chunkSizeBytes: 64 * 1024, compressionWorkers: 2, gzipLevel: 1 },
+    transfer: { partSizeBytes: 5 * 1024 * 1024, concurrency: 2, chunkSizeBytes: 64 * 1024, compressionWorkers: 2, gzipLevel: 1, maxImageBytesWithoutSize: 64 * 1024 * 1024 },
     retryCount: 2,
     progress: silentProgress,
     toolVersion: "s3dock/test",
