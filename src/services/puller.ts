@@ -193,12 +193,13 @@ export class Puller {
       throw error;
     });
     // The first failure is the cause; whatever fails after it (the engine's complaint about a cut-off archive, a
-    // closed decompressor) is its echo.
+    // closed decompressor) is its echo. A stage after the decompressor that refuses the archive closes it first,
+    // so its own (typed) error wins over the decompressor's abort.
     const failures: unknown[] = [];
     const note = (error: unknown) => void failures.push(error);
     await Promise.all([feeding.catch(note), loading.catch(note)]);
     if (failures.length > 0) {
-      const error = failures[0];
+      const error = failures.find((failure) => failure instanceof S3dockError) ?? failures[0];
       if (error instanceof S3dockError) throw error;
       throw new IntegrityError(`${store.url(image.key)} is not a valid image archive (${(error as Error).message}): refusing to load it`);
     }
