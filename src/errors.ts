@@ -6,10 +6,13 @@ export abstract class S3dockError extends Error {
   abstract readonly exitCode: number;
   /** A short, stable name for scripts (the --json envelope carries it as `error_type`). */
   abstract readonly kind: string;
+  /** Lines shown under the one-line message (a container's log tail): the message itself never spans lines. */
+  readonly details: readonly string[];
 
-  constructor(message: string, options?: { cause?: unknown }) {
+  constructor(message: string, options?: { cause?: unknown; details?: readonly string[] }) {
     super(message, options);
     this.name = new.target.name;
+    this.details = options?.details ?? [];
   }
 }
 

@@ -16,7 +16,7 @@ import { UsageError } from "../errors.js";
 import type { ServiceContext } from "../services/context.js";
 import { createLogger } from "./logger.js";
 import { createProgress } from "./progress.js";
-import { Redactor } from "./redact.js";
+import { endpointCredentials, Redactor } from "./redact.js";
 import { TOOL_VERSION } from "./version.js";
 
 export interface GlobalOptions {
@@ -58,8 +58,11 @@ export class Runtime {
     const flagLevel = parseLogLevel(options.logLevel);
     redactor.add(env.AWS_SECRET_ACCESS_KEY);
     redactor.add(env.AWS_SESSION_TOKEN);
+    for (const secret of endpointCredentials(env.AWS_ENDPOINT_URL)) redactor.add(secret);
     const file = loadConfigFile(options.config === undefined ? undefined : resolve(cwd, options.config), defaultSearchPaths(cwd));
-    for (const secret of Object.values(file?.config.profiles ?? {}).map((p) => p.secret_key)) redactor.add(secret);
+    for (const profile of Object.values(file?.config.profiles ?? {})) {
+      for (const secret of [profile.secret_key, ...endpointCredentials(profile.endpoint)]) redactor.add(secret);
+    }
     this.config = resolveConfig({
       file,
       flags: { profile: options.profile, bucket: options.bucket, logLevel: flagLevel },

@@ -44,7 +44,12 @@ export interface DockerEngine {
   buildImage(context: Readable, options: BuildOptions): Promise<void>;
   /** Images whose repository is `repository`, as `repository:tag` with their IDs. */
   listImageTags(repository: string): Promise<{ tag: string; id: string; created: Date }[]>;
+  /** Removes a name (the image too when it was its last), or an image by ID. */
   removeImage(reference: string): Promise<void>;
+  /** Points `reference` (`app:tag`) at the image with this ID. */
+  tagImage(id: string, reference: string): Promise<void>;
+  /** The IDs of every image in the engine, named or not. */
+  imageIds(): Promise<Set<string>>;
   /** The image IDs that any container (running or not) was created from. */
   imageIdsInUse(): Promise<Set<string>>;
   /** Which image store the engine keeps: "containerd" (the containerd image store) or "graphdriver". */
@@ -261,6 +266,23 @@ export class DockerodeEngine implements DockerEngine {
       throw this.failure(error, "list the engine's images");
     }
     return { chainIds: chains, manifestDigests: manifests };
+  }
+
+  async tagImage(id: string, reference: string): Promise<void> {
+    const colon = reference.lastIndexOf(":");
+    try {
+      await this.docker.getImage(id).tag({ repo: reference.slice(0, colon), tag: reference.slice(colon + 1) });
+    } catch (error) {
+      throw this.failure(error, `tag image ${id} as ${reference}`);
+    }
+  }
+
+  async imageIds(): Promise<Set<string>> {
+    try {
+      return new Set((await this.docker.listImages({ all: true })).map((image) => image.Id));
+    } catch (error) {
+      throw this.failure(error, "list images");
+    }
   }
 
   async imageIdsInUse(): Promise<Set<string>> {

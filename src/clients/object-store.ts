@@ -20,7 +20,8 @@ import {
 } from "@aws-sdk/client-s3";
 import { NodeHttpHandler } from "@smithy/node-http-handler";
 import type { Logger } from "pino";
-import { ConflictError, NotFoundError, OperationError, RemoteError, S3dockError } from "../errors.js";
+import { MAX_DOCUMENT_BYTES } from "../domain/documents.js";
+import { ConflictError, IntegrityError, NotFoundError, OperationError, RemoteError, S3dockError } from "../errors.js";
 import { BufferPool, handedOver, pooledChunks } from "../transfer/buffer-pool.js";
 
 export interface ObjectInfo {
@@ -63,6 +64,7 @@ export interface ObjectStore {
   /** `s3://bucket/key`, for messages. */
   url(key: string): string;
   head(key: string): Promise<ObjectInfo | undefined>;
+  /** A document: one larger than MAX_DOCUMENT_BYTES is an IntegrityError, and is not read past that. */
   getText(key: string): Promise<StoredText | undefined>;
   /** Throws ConflictError when the condition does not hold. */
   putText(key: string, text: string, condition?: WriteCondition): Promise<{ etag: string }>;
@@ -226,9 +228,27 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async getText(key: string): Promise<StoredText | undefined> {
+    const tooLarge = (size: string) =>
+      new IntegrityError(`${this.url(key)} is ${size} bytes, more than any s3dock document (${MAX_DOCUMENT_BYTES / 1024} KiB): refusing to read it`);
     try {
       const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key) }));
-      return { text: await out.Body!.transformToString("utf8"), etag: out.ETag ?? "" };
+      const body = out.Body as Readable;
+      // The declared length first, then the bytes themselves: a body without one is cut off at the limit.
+      if ((out.ContentLength ?? 0) > MAX_DOCUMENT_BYTES) {
+        body.destroy();
+        throw tooLarge(String(out.ContentLength));
+      }
+      const parts: Buffer[] = [];
+      let size = 0;
+      for await (const part of body) {
+        parts.push(part as Buffer);
+        size += (part as Buffer).length;
+        if (size > MAX_DOCUMENT_BYTES) {
+          body.destroy();
+          throw tooLarge(`over ${MAX_DOCUMENT_BYTES}`);
+        }
+      }
+      return { text: Buffer.concat(parts).toString("utf8"), etag: out.ETag ?? "" };
     } catch (error) {
       if (S3ObjectStore.isMissing(error)) return undefined;
       throw this.failure(error, "read", key);

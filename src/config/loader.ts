@@ -1,5 +1,5 @@
 /** Finds and reads the JSON5 configuration file, validating it against the schema. */
-import { readFileSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import JSON5 from "json5";
@@ -18,13 +18,41 @@ export function defaultSearchPaths(cwd: string, home = homedir()): string[] {
   return [join(cwd, "s3dock.json5"), join(home, ".s3dock", "config.json5"), "/etc/s3dock/config.json5"];
 }
 
+/** A config file is a few KiB; anything larger is not one (and reading it whole could exhaust memory). */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
+/**
+ * Reads a regular file of at most MAX_CONFIG_BYTES; undefined when nothing is there. The checks are
+ * made on the opened descriptor, so what is checked is what is read: O_NONBLOCK keeps the open of a
+ * FIFO from waiting for a writer, and the read stops one byte past the limit whatever fstat said.
+ */
 function readIfExists(path: string): string | undefined {
+  let fd: number;
   try {
-    return readFileSync(path, "utf8");
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === "ENOENT" || code === "ENOTDIR") return undefined;
     throw new ConfigError(`cannot read config file ${path}: ${(error as Error).message}`);
+  }
+  try {
+    const stats = fstatSync(fd);
+    if (!stats.isFile()) {
+      const kind = stats.isDirectory() ? "a directory" : stats.isFIFO() ? "a FIFO" : stats.isCharacterDevice() || stats.isBlockDevice() ? "a device" : "not a regular file";
+      throw new ConfigError(`config file ${path} is ${kind}: give a regular file`);
+    }
+    const tooLarge = () => new ConfigError(`config file ${path} is larger than ${MAX_CONFIG_BYTES / 1024} KiB: that is not an s3dock config file`);
+    if (stats.size > MAX_CONFIG_BYTES) throw tooLarge();
+    const buffer = Buffer.alloc(MAX_CONFIG_BYTES + 1);
+    let filled = 0;
+    for (let read = 1; read > 0 && filled < buffer.length; filled += read) read = readSync(fd, buffer, filled, buffer.length - filled, null);
+    if (filled > MAX_CONFIG_BYTES) throw tooLarge();
+    return buffer.toString("utf8", 0, filled);
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    throw new ConfigError(`cannot read config file ${path}: ${(error as Error).message}`);
+  } finally {
+    closeSync(fd);
   }
 }
 

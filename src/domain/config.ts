@@ -11,6 +11,8 @@ export const DEFAULT_REGION = "us-east-1";
 export const DEFAULT_PROFILE = "default";
 /** Chosen by `make bench`: level 1 on all cores beats level 6 by far for a small size cost (docs/benchmarks.md). */
 export const DEFAULT_GZIP_LEVEL = 1;
+/** Well above the images the Go tool pushes (it holds each compressed image in memory), well below a disk. */
+export const DEFAULT_MAX_IMAGE_MB_WITHOUT_SIZE = 8192;
 
 const profileSchema = z.strictObject({
   bucket: z.string().min(3).max(63).optional(),
@@ -47,6 +49,7 @@ export const configFileSchema = z.strictObject({
       concurrency: z.number().int().min(1).max(64).optional(),
       chunk_size_mb: z.number().int().min(1).max(64).optional(),
       compression_workers: z.number().int().min(1).max(64).optional(),
+      max_image_mb_without_size: z.number().int().min(1).optional(),
     })
     .optional(),
   storage: z
@@ -67,6 +70,11 @@ export interface TransferSettings {
   readonly chunkSizeBytes: number;
   readonly compressionWorkers: number;
   readonly gzipLevel: number;
+  /**
+   * The most a pull decompresses when the metadata records no uncompressed size (images the Go tool
+   * pushed); with one recorded, that size is the limit.
+   */
+  readonly maxImageBytesWithoutSize: number;
 }
 
 export interface ResolvedConfig {
@@ -170,6 +178,7 @@ export function resolveConfig(input: ResolveInput): ResolvedConfig {
       chunkSizeBytes: (transfer.chunk_size_mb ?? 4) * MiB,
       compressionWorkers: workers,
       gzipLevel: gzipLevel(config.docker?.compression),
+      maxImageBytesWithoutSize: (transfer.max_image_mb_without_size ?? DEFAULT_MAX_IMAGE_MB_WITHOUT_SIZE) * MiB,
     },
     storageFormat: storageFormat(nonEmpty(env.S3DOCK_STORAGE_FORMAT)) ?? config.storage?.format ?? "layers",
     dockerTimeoutMs:

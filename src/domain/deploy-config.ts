@@ -19,7 +19,7 @@ const deploySettingsShape = {
     .optional(),
   /** User-defined Docker network both colors join; the live one carries the alias. */
   network: z.string().min(1).optional(),
-  /** The stable DNS name the proxy resolves; defaults to `{app}-{env}`. */
+  /** The stable DNS name the proxy resolves; defaults to `{app}.{env}`. */
   alias: z.string().min(1).optional(),
   env: z.record(z.string(), z.string()).optional(),
   env_file: z.string().min(1).optional(),
@@ -49,6 +49,20 @@ export const deployConfigSchema = z.strictObject({
   apps: z.record(z.string(), deployAppSchema).optional(),
 });
 export type DeployConfig = z.infer<typeof deployConfigSchema>;
+
+/**
+ * What a deployment is called in the engine. An environment name cannot hold a dot (an app name
+ * can), so `{app}.{env}` read from the right is one app and one environment: app `web-api` env
+ * `prod` is `web-api.prod`, app `web` env `api-prod` is `web.api-prod`. The dashed `{app}-{env}`
+ * of earlier versions made both `web-api-prod`.
+ */
+export const deploymentName = (app: string, env: string): string => `${app}.${env}`;
+
+/** The container of one color: `{app}.{env}.blue` (also its DNS name on the network). */
+export const containerName = (app: string, env: string, color: "blue" | "green"): string => `${deploymentName(app, env)}.${color}`;
+
+/** The alias earlier versions gave by default, ambiguous between apps: only carried over from a live container that has it. */
+export const legacyAlias = (app: string, env: string): string => `${app}-${env}`;
 
 /** The app's settings with the environment's overrides on top (env maps merge key by key). */
 export function deploySettingsFor(config: DeployConfig, app: string, env: string): DeploySettings {

@@ -5,7 +5,14 @@
  */
 import { z } from "zod";
 import { IntegrityError } from "../errors.js";
+import { formatImageRef, type ImageRef } from "./names.js";
 import { isRfc3339 } from "./time.js";
+
+/**
+ * The largest document s3dock reads. Its own are a few hundred bytes (metadata with many layers a
+ * few KiB); a larger one is refused unread, so a hostile bucket cannot make a reader hold it whole.
+ */
+export const MAX_DOCUMENT_BYTES = 64 * 1024;
 
 const goTime = z.string().refine(isRfc3339, "not an RFC 3339 time");
 const gitTime = z.string().regex(/^\d{8}-\d{4}$/, "not YYYYMMDD-HHMM");
@@ -80,6 +87,20 @@ export function parseDocument<T>(schema: z.ZodType<T>, text: string, where: stri
     throw new IntegrityError(`${where} is not a valid s3dock document: ${field}: ${issue.message}`);
   }
   return result.data;
+}
+
+/**
+ * Metadata must describe the image its key names: a copy placed under another app's or another
+ * image's key (to have that image loaded under this name) is refused. A longer git hash is fine
+ * when it starts with the key's seven digits.
+ */
+export function checkMetadataMatchesKey(metadata: ImageMetadata, ref: ImageRef, where: string): void {
+  const mismatch = (field: string, recorded: string, expected: string) =>
+    new IntegrityError(`${where} records ${field} ${JSON.stringify(recorded)} but its key names ${JSON.stringify(expected)}: refusing to use it`);
+  if (metadata.app_name !== ref.app) throw mismatch("app_name", metadata.app_name, ref.app);
+  if (metadata.image_tag !== formatImageRef(ref)) throw mismatch("image_tag", metadata.image_tag, formatImageRef(ref));
+  if (metadata.git_time !== ref.gitTime) throw mismatch("git_time", metadata.git_time, ref.gitTime);
+  if (!metadata.git_hash.startsWith(ref.gitHash)) throw mismatch("git_hash", metadata.git_hash, ref.gitHash);
 }
 
 /** Two-space indented JSON, as the Go tool writes. */

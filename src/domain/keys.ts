@@ -71,6 +71,16 @@ export function parseImageKey(key: string): ParsedImageKey | undefined {
 export const tagKey = (app: string, version: string): string => `${safeKey("tags", app, version)}.json`;
 export const pointerKey = (app: string, env: string): string => `${safeKey("pointers", app, env)}.json`;
 
+/** The app whose own tag or image `targetPath` is (as a tag or pointer names it), or undefined when it is neither. */
+export function appOfTarget(targetType: "image" | "tag", targetPath: string): string | undefined {
+  if (targetType === "image") {
+    const image = parseImageKey(targetPath);
+    return image?.kind === "image" ? image.app : undefined;
+  }
+  const app = targetPath.split("/")[1];
+  return app && nameInPrefix(`tags/${app}/`, targetPath) !== undefined ? app : undefined;
+}
+
 /** The last segment of `{prefix}{name}.json`, or undefined for anything deeper or differently named. */
 export function nameInPrefix(prefix: string, key: string): string | undefined {
   if (!key.startsWith(prefix) || !key.endsWith(METADATA_SUFFIX)) return undefined;

@@ -5,7 +5,7 @@ import { UsageError } from "../errors.js";
 const APP_NAME = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
 const ENV_NAME = /^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62})$/;
 const IMAGE_TAG = /^(\d{8}-\d{4})-([0-9a-f]{7})$/;
-const VERSION = /^v?\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$/;
+const VERSION = /^v?\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$/;
 const MAX_APP_LENGTH = 128;
 
 /** `myapp:20250721-2118-f7a5a27`: an app, the commit's time and its short hash. */
@@ -68,15 +68,25 @@ export function isImageRef(input: string): boolean {
   }
 }
 
-/** True for `v1.2.3` / `1.2.3` style versions (semver, optional leading v). */
+/** True for `v1.2.3` / `1.2.3` style versions (semver, optional leading v), build metadata included: parseVersion refuses that. */
 export function looksLikeVersion(input: string): boolean {
   return VERSION.test(input) && semver.valid(input) !== null;
 }
 
-/** Validates a version and returns its canonical stored form, `v` + semver (`1.2.0` → `v1.2.0`). */
+/**
+ * Validates a version and returns its canonical stored form, `v` + semver (`1.2.0` → `v1.2.0`).
+ * Build metadata (`+build.1`) is refused: semver drops it, so `v1.0.0+build.1` would silently be
+ * `v1.0.0`, and two builds would share one immutable version.
+ */
 export function parseVersion(input: string): string {
   if (!looksLikeVersion(input)) {
     throw new UsageError(`invalid version ${JSON.stringify(input)}: use semantic versioning, e.g. v1.2.0 or v2.0.0-rc.1`);
+  }
+  const build = VERSION.exec(input)![1];
+  if (build) {
+    throw new UsageError(
+      `invalid version ${JSON.stringify(input)}: build metadata (${build}) is not supported, as semver ignores it and ${input.slice(0, -build.length)} would be the same version; use a pre-release (e.g. ${input.slice(0, -build.length)}-${build.slice(1)}) or a new version`,
+    );
   }
   return `v${semver.valid(input)}`;
 }

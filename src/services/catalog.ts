@@ -1,6 +1,6 @@
 /** Finds stored images. An image exists only when its metadata does: the metadata is written last. */
 import { NotFoundError } from "../errors.js";
-import { imageMetadataSchema, parseDocument, type ImageMetadata } from "../domain/documents.js";
+import { checkMetadataMatchesKey, imageMetadataSchema, parseDocument, type ImageMetadata } from "../domain/documents.js";
 import {
   imageKey as imageKeyIn,
   imagesPrefix,
@@ -40,6 +40,7 @@ export class ImageCatalog {
     const stored = await this.store.getText(metadataKey);
     if (!stored) return undefined;
     const metadata = parseDocument(imageMetadataSchema, stored.text, this.store.url(metadataKey));
+    checkMetadataMatchesKey(metadata, parsed, this.store.url(metadataKey));
     return { key, metadataKey, month: parsed.month, ref: parsed, name: parsed.ref, metadata, metadataEtag: stored.etag };
   }
 

@@ -1,10 +1,11 @@
 /**
  * One deploy per app and environment at a time, across every machine that uses the engine: the lock
- * is a container named `s3dock-lock-{app}-{env}`, created (never started). Container names are
+ * is a container named `{app}.{env}.s3dock-lock`, created (never started). Container names are
  * unique in an engine, so creating it is atomic; removing it releases the lock.
  */
 import { hostname } from "node:os";
 import type { ContainerEngine } from "../clients/containers.js";
+import { deploymentName } from "../domain/deploy-config.js";
 import { ConflictError } from "../errors.js";
 import type { Clock } from "./context.js";
 
@@ -15,7 +16,8 @@ const HOLDER_LABEL = "s3dock.holder";
 export const STALE_LOCK_MS = 15 * 60 * 1000;
 const POLL_MS = 500;
 
-export const lockName = (app: string, env: string): string => `s3dock-lock-${app}-${env}`;
+/** Unlike any container's (those end in `.blue` or `.green`), and one per app and env (see deploymentName). */
+export const lockName = (app: string, env: string): string => `${deploymentName(app, env)}.s3dock-lock`;
 
 export interface HeldLock {
   release(): Promise<void>;

@@ -16,9 +16,9 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import type { ContainerEngine, ContainerSpec, ContainerSummary, HealthCheckSpec } from "../clients/containers.js";
-import { deploySettingsFor, type DeployConfig, type DeploySettings } from "../domain/deploy-config.js";
+import { containerName, deploySettingsFor, deploymentName, legacyAlias, type DeployConfig, type DeploySettings } from "../domain/deploy-config.js";
 import { formatImageTag, parseAppName, parseEnvName, parseImageRef } from "../domain/names.js";
-import { ConfigError, NotFoundError, OperationError } from "../errors.js";
+import { ConfigError, ConflictError, NotFoundError, OperationError } from "../errors.js";
 import { AuditLog } from "./audit.js";
 import { ImageCatalog } from "./catalog.js";
 import type { ServiceContext } from "./context.js";
@@ -78,6 +78,8 @@ export interface ResolvedDeploySettings {
   readonly mode: "network" | "publish";
   readonly network: string | undefined;
   readonly alias: string;
+  /** Whether the alias is the default one (a live container deployed by an earlier version may still carry the old default). */
+  readonly defaultAlias: boolean;
   readonly healthCheck: HealthCheckSpec | undefined;
   readonly healthTimeoutMs: number;
   readonly drainMs: number;
@@ -138,7 +140,8 @@ export function resolveDeploySettings(
     mode: publish ? "publish" : "network",
     // Publish mode needs no network; network mode without one uses a shared default.
     network: settings.network ?? (publish ? undefined : DEFAULT_NETWORK),
-    alias: settings.alias ?? `${app}-${env}`,
+    alias: settings.alias ?? deploymentName(app, env),
+    defaultAlias: settings.alias === undefined,
     healthCheck: probe ? { test: probe, intervalMs, timeoutMs: Math.max(intervalMs, PROBE_TIMEOUT_MS), retries: PROBE_RETRIES } : undefined,
     healthTimeoutMs: timeoutSeconds * 1000,
     drainMs: (settings.drain_seconds ?? DEFAULT_DRAIN_S) * 1000,
@@ -267,35 +270,41 @@ export class Deployer {
       return { ...base, previous_image: live.labels[LABELS.previousImage], color: liveColor ?? "blue", container: live.name, health_check_ms: 0, skipped: true };
     }
     const color: Color = liveColor === "blue" ? "green" : "blue";
-    const name = `${app}-${env}-${color}`;
-    const colorAlias = `${settings.alias}-${color}`;
-    // A container of this color is a leftover of a failed or interrupted deploy: the live one has the other color.
-    await this.engine.removeContainer(name);
+    const name = containerName(app, env, color);
+    const colorAlias = `${settings.alias}.${color}`;
+    const aliases = [settings.alias, colorAlias, ...(await this.carriedOverAlias(app, env, live, settings))];
+    await this.removeLeftover(app, env, name);
     if (settings.network && !(await this.engine.networkExists(settings.network))) {
       logger.info(`creating the Docker network ${settings.network}`);
       await this.engine.createNetwork(settings.network);
     }
-    const id = await this.engine.createContainer({
-      ...settings.container,
-      name,
-      image,
-      labels: {
-        [LABELS.app]: app,
-        [LABELS.env]: env,
-        [LABELS.color]: color,
-        [LABELS.image]: image,
-        ...(previousImage ? { [LABELS.previousImage]: previousImage } : {}),
-        [LABELS.deployedAt]: clock.now().toISOString(),
-        [LABELS.deployedBy]: user,
-      },
-      ...(settings.network ? { network: { name: settings.network, aliases: [colorAlias] } } : {}),
-      ...(settings.healthCheck ? { healthCheck: settings.healthCheck } : {}),
-    });
+    let id: string;
+    try {
+      id = await this.engine.createContainer({
+        ...settings.container,
+        name,
+        image,
+        labels: {
+          [LABELS.app]: app,
+          [LABELS.env]: env,
+          [LABELS.color]: color,
+          [LABELS.image]: image,
+          ...(previousImage ? { [LABELS.previousImage]: previousImage } : {}),
+          [LABELS.deployedAt]: clock.now().toISOString(),
+          [LABELS.deployedBy]: user,
+        },
+        ...(settings.network ? { network: { name: settings.network, aliases: [colorAlias] } } : {}),
+        ...(settings.healthCheck ? { healthCheck: settings.healthCheck } : {}),
+      });
+    } catch (error) {
+      if (!(error instanceof ConflictError)) throw error;
+      throw new ConflictError(`a container named ${name} exists, and its labels do not say it belongs to ${app} ${env}: not touching it (rename or remove it: docker rm ${name})`, { cause: error });
+    }
     const healthMs = settings.mode === "publish" ? await this.startPublished(id, name, live, settings) : await this.startBeside(id, name, settings);
     if (settings.network) {
       // Docker cannot add an alias to an attachment: reconnect the new container with the stable alias.
       await this.engine.disconnectNetwork(settings.network, id);
-      await this.engine.connectNetwork(settings.network, id, [settings.alias, colorAlias]);
+      await this.engine.connectNetwork(settings.network, id, aliases);
       if (live && settings.mode === "network") {
         logger.info(`${name} serves ${settings.alias}; draining ${live.name} for ${settings.drainMs / 1000}s`);
         await this.sleep(settings.drainMs);
@@ -305,6 +314,33 @@ export class Deployer {
     await this.retireOthers(app, env, id, settings.stopTimeoutSeconds);
     logger.info(`${image} is live on ${color} (${name})`);
     return { ...base, color, container: name, health_check_ms: healthMs, skipped: false };
+  }
+
+  /**
+   * A container of the new color left by a failed or interrupted deploy of this app and env (the
+   * live one has the other color). Only one whose labels say so is removed: a container of another
+   * app that happens to have the name is not ours.
+   */
+  private async removeLeftover(app: string, env: string, name: string): Promise<void> {
+    const leftover = (await this.engine.listContainers({ [LABELS.app]: app, [LABELS.env]: env })).find((c) => c.name === name);
+    if (leftover) await this.engine.removeContainer(leftover.id);
+  }
+
+  /**
+   * Earlier versions gave live containers the alias `{app}-{env}` by default, which two apps can share.
+   * While the live container still answers to it, the new one does too, so proxies that resolve it
+   * keep working through the upgrade; the warning says how to move off it.
+   */
+  private async carriedOverAlias(app: string, env: string, live: ContainerSummary | undefined, settings: ResolvedDeploySettings): Promise<string[]> {
+    if (!live || !settings.network || !settings.defaultAlias) return [];
+    const old = legacyAlias(app, env);
+    const state = await this.engine.inspectContainer(live.id);
+    if (!state?.networks[settings.network]?.includes(old)) return [];
+    this.ctx.logger.warn(
+      `${live.name} answers to ${old}, the default alias of earlier s3dock versions, which two apps can share (web-api prod and web api-prod were both web-api-prod); ` +
+        `the new container keeps it beside ${settings.alias}: point proxies at ${settings.alias}, or set deploy.apps.${app}.alias`,
+    );
+    return [old];
   }
 
   /** Network mode: the new container starts beside the live one, which keeps serving throughout. */
@@ -366,10 +402,9 @@ export class Deployer {
 
   private async unhealthy(id: string, name: string, what: string, lastOutput: string | undefined): Promise<UnhealthyError> {
     const logs = await this.engine.logsTail(id, LOG_TAIL_LINES).catch(() => "");
-    const parts = [`the new container ${name} ${what}; the live container keeps serving`];
-    parts.push(`last health check output: ${lastOutput ? lastOutput : "(none)"}`);
-    parts.push(logs ? `last ${LOG_TAIL_LINES} log lines:\n${logs}` : "no log output");
-    return new UnhealthyError(parts.join("\n"));
+    return new UnhealthyError(`the new container ${name} ${what}; the live container keeps serving`, {
+      details: [`last health check output: ${lastOutput ? lastOutput : "(none)"}`, logs ? `last ${LOG_TAIL_LINES} log lines:\n${logs}` : "no log output"],
+    });
   }
 
   /** A new container that failed its health check is worth an audit event too; then the error goes on. */
@@ -380,7 +415,7 @@ export class Deployer {
         environment: env,
         image_reference: image,
         result: "failed",
-        reason: error.message.split("\n")[0],
+        reason: error.message,
         engine: this.engine.address,
       });
     }

@@ -7,7 +7,10 @@ import { createGunzip } from "node:zlib";
 import { IntegrityError, S3dockError } from "../errors.js";
 import { sameImage, storedIdentity, type ImageIdentity } from "../domain/image-identity.js";
 import { isImageRef, looksLikeVersion, parseAppName, parseEnvName, parseImageRef, parseVersion } from "../domain/names.js";
+import type { ImageInfo } from "../clients/docker.js";
+import { renameArchive } from "../transfer/archive-names.js";
 import { BufferPool, handedOver, pooledChunks, writeChunks } from "../transfer/buffer-pool.js";
+import { limitBytes } from "../transfer/byte-limit.js";
 import { ThreadedDigester } from "../transfer/digest.js";
 import { chainIds, manifestSchema, type Descriptor } from "../domain/oci.js";
 import { BlobStore } from "../storage/blob-store.js";
@@ -91,12 +94,18 @@ export class Puller {
       return this.finish(image, source, sourceType, true, started);
     }
     this.audit.prepare();
-    if (image.metadata.format === LAYERS_FORMAT) await this.loadLayers(image);
-    else await this.download(image);
-    const loaded = await docker.inspectImage(image.name);
-    if (!loaded) throw new IntegrityError(`${this.ctx.store.url(image.key)} loaded, but it does not contain ${image.name}`);
-    if (sameImage(recorded, loaded.identity) === false) {
-      throw new IntegrityError(`${image.name} loaded with ${mismatch(loaded.identity, recorded)}`);
+    const undoLoad = await this.undoLoad(image.name, local);
+    try {
+      if (image.metadata.format === LAYERS_FORMAT) await this.loadLayers(image);
+      else await this.download(image);
+      const loaded = await docker.inspectImage(image.name);
+      if (!loaded) throw new IntegrityError(`${this.ctx.store.url(image.key)} loaded, but it does not contain ${image.name}`);
+      if (sameImage(recorded, loaded.identity) === false) {
+        throw new IntegrityError(`${image.name} loaded with ${mismatch(loaded.identity, recorded)}`);
+      }
+    } catch (error) {
+      await undoLoad();
+      throw error;
     }
     logger.info(`pulled ${image.name}`);
     return this.finish(image, source, sourceType, false, started);
@@ -162,6 +171,28 @@ export class Puller {
     return new Set(layers.slice(0, top + 1).flatMap((layer) => (!held || held.has(layer.digest) ? [layer.digest] : [])));
   }
 
+  /**
+   * Notes what the engine holds before a load, and returns how to go back to it: a failed pull leaves
+   * `name` where it was (on the image it named before, or on none) and removes an image it created.
+   * Undoing never hides the pull's own error: a failure to undo is a warning.
+   */
+  private async undoLoad(name: string, before: ImageInfo | undefined): Promise<() => Promise<void>> {
+    const { docker, logger } = this.ctx;
+    const known = await docker.imageIds();
+    return async () => {
+      try {
+        const after = await docker.inspectImage(name);
+        if (!after || after.id === before?.id) return;
+        if (before) await docker.tagImage(before.id, name);
+        if (!known.has(after.id)) await docker.removeImage(after.id);
+        else if (!before) await docker.removeImage(name);
+        logger.info(`the failed pull was undone: ${before ? `${name} names ${before.id} again` : `${name} is not in the engine`}${known.has(after.id) ? "" : `, and ${after.id} is removed`}`);
+      } catch (error) {
+        logger.warn(`could not undo the failed pull of ${name} in the engine (check it: docker image inspect ${name}): ${(error as Error).message}`);
+      }
+    };
+  }
+
   private async download(image: StoredImage): Promise<void> {
     const { store, progress } = this.ctx;
     const { size, sha256 } = image.metadata;
@@ -206,6 +237,15 @@ export class Puller {
       onRetry: (message) => logger.warn(message),
     });
     const gunzip = createGunzip({ chunkSize: TAR_CHUNK_BYTES });
+    // The tar is as long as the metadata records; an image pushed without that (by the Go tool) gets a ceiling.
+    const recordedSize = image.metadata.uncompressed_size;
+    const limit = recordedSize ?? transfer.maxImageBytesWithoutSize;
+    const tooLarge = () =>
+      new IntegrityError(
+        recordedSize === undefined
+          ? `${store.url(image.key)} decompresses to more than ${limit / MiB} MiB and its metadata records no uncompressed size: refusing to load it (raise transfer.max_image_mb_without_size if the image is genuine)`
+          : `${store.url(image.key)} decompresses to more than the ${limit} bytes its metadata records: refusing to load it`,
+      );
     const feeding = writeChunks(ranges, gunzip, {
       sliceSize: SLICE_BYTES,
       queued: QUEUED,
@@ -216,8 +256,10 @@ export class Puller {
       },
     });
     // zlib's output is copied into a few reused buffers and its own freed at once: left to the
-    // collector, a gigabyte of it piles up tens of MiB deep.
-    const tar = holdBack(pooledChunks(handedOver(gunzip), new BufferPool(TAR_CHUNK_BYTES, TAR_CHUNKS)), HOLD_BACK_BYTES, verify);
+    // collector, a gigabyte of it piles up tens of MiB deep. On the way, the archive's names are
+    // replaced by the one being pulled: the bucket never decides what the engine calls an image.
+    const tarChunks = renameArchive(limitBytes(handedOver(gunzip), limit, tooLarge), image.name);
+    const tar = holdBack(pooledChunks(tarChunks, new BufferPool(TAR_CHUNK_BYTES, TAR_CHUNKS)), HOLD_BACK_BYTES, verify);
     // An engine that fails without reading the archive to its end leaves the decompressor full and the
     // download waiting on it: closing it stops both.
     const loading = docker.loadImage(tar, { queued: QUEUED }).catch((error: unknown) => {
@@ -225,12 +267,13 @@ export class Puller {
       throw error;
     });
     // The first failure is the cause; whatever fails after it (the engine's complaint about a cut-off archive, a
-    // closed decompressor) is its echo.
+    // closed decompressor) is its echo. A stage after the decompressor that refuses the archive closes it first,
+    // so its own (typed) error wins over the decompressor's abort.
     const failures: unknown[] = [];
     const note = (error: unknown) => void failures.push(error);
     await Promise.all([feeding.catch(note), loading.catch(note)]);
     if (failures.length > 0) {
-      const error = failures[0];
+      const error = failures.find((failure) => failure instanceof S3dockError) ?? failures[0];
       if (error instanceof S3dockError) throw error;
       throw new IntegrityError(`${store.url(image.key)} is not a valid image archive (${(error as Error).message}): refusing to load it`);
     }

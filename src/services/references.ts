@@ -2,7 +2,7 @@
 import type { ObjectStore } from "../clients/object-store.js";
 import { IntegrityError, NotFoundError } from "../errors.js";
 import { parseDocument, pointerSchema, type PointerDocument } from "../domain/documents.js";
-import { parseImageKey, pointerKey, tagKey } from "../domain/keys.js";
+import { appOfTarget, parseImageKey, pointerKey, tagKey } from "../domain/keys.js";
 import { versionSpellings } from "../domain/names.js";
 import type { ImageCatalog, StoredImage } from "./catalog.js";
 
@@ -58,11 +58,25 @@ export class References {
     return tag;
   }
 
+  /**
+   * A tag or pointer of one app may only lead to that app's own tags and images: one naming another
+   * app's would have its image run under this app's name, so it is refused, never followed.
+   */
+  private requireOwnTarget(reference: StoredReference): string {
+    const app = reference.key.split("/")[1]!;
+    const { target_type: type, target_path: path } = reference.document;
+    if (appOfTarget(type, path) !== app) {
+      throw new IntegrityError(`${this.store.url(reference.key)} points to ${this.store.url(path)}, which is not one of ${app}'s ${type}s: refusing to follow it`);
+    }
+    return path;
+  }
+
   /** Follows a tag document to its image. */
   async imageOfTag(tag: StoredReference): Promise<StoredImage> {
     let current = tag;
     for (let hop = 0; hop < MAX_TAG_HOPS; hop++) {
-      const { target_type: type, target_path: path } = current.document;
+      const type = current.document.target_type;
+      const path = this.requireOwnTarget(current);
       if (type === "image") return this.catalog.requireAt(path, this.store.url(current.key));
       const next = await this.read(path);
       if (!next) throw new NotFoundError(`${this.store.url(current.key)} points to ${this.store.url(path)}, which does not exist`);
@@ -76,15 +90,15 @@ export class References {
     if (!pointer) {
       throw new NotFoundError(`environment ${env} of ${app} has no image (no ${this.store.url(pointerKey(app, env))}); promote one first: s3dock promote ${app}:<tag> ${env}`);
     }
+    const targetPath = this.requireOwnTarget(pointer);
     if (pointer.document.target_type === "image") {
-      return { pointer, tag: undefined, image: await this.catalog.requireAt(pointer.document.target_path, `environment ${env} of ${app}`) };
+      return { pointer, tag: undefined, image: await this.catalog.requireAt(targetPath, `environment ${env} of ${app}`) };
     }
-    const tagPath = pointer.document.target_path;
-    const tagDocument = await this.read(tagPath);
+    const tagDocument = await this.read(targetPath);
     if (!tagDocument) {
-      throw new NotFoundError(`environment ${env} of ${app} points to ${this.store.url(tagPath)}, which does not exist`);
+      throw new NotFoundError(`environment ${env} of ${app} points to ${this.store.url(targetPath)}, which does not exist`);
     }
-    const version = pointer.document.source_tag ?? tagPath.split("/").pop()!.replace(/\.json$/, "");
+    const version = pointer.document.source_tag ?? targetPath.split("/").pop()!.replace(/\.json$/, "");
     return { pointer, tag: { ...tagDocument, version }, image: await this.imageOfTag(tagDocument) };
   }
 }

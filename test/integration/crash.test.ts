@@ -219,7 +219,7 @@ describe("push killed with SIGKILL", () => {
       clock: { now: () => later },
       storageFormat: "archive",
       user: "crash-test",
-      transfer: { partSizeBytes: 16 * 1024 * 1024, concurrency: 4, chunkSizeBytes: 4 * 1024 * 1024, compressionWorkers: 2, gzipLevel: 1 },
+      transfer: { partSizeBytes: 16 * 1024 * 1024, concurrency: 4, chunkSizeBytes: 4 * 1024 * 1024, compressionWorkers: 2, gzipLevel: 1, maxImageBytesWithoutSize: 1 << 30 },
       retryCount: 2,
       progress: silentProgress,
       toolVersion: "s3dock/test",

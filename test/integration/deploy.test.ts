@@ -27,7 +27,7 @@ import {
 const app = uniqueName("deploytest");
 const env = "production";
 const network = uniqueName("s3dock-deploy-net");
-const alias = `${app}-${env}`;
+const alias = `${app}.${env}`;
 const client = `${app}-client`;
 const hostPort = 20000 + Math.floor(Math.random() * 20000);
 let bucket: string;
@@ -101,7 +101,7 @@ beforeAll(async () => {
 // The shared S3 server has taken over a minute to delete a bucket under load.
 afterAll(async () => {
   const ids = docker(["ps", "-aq", "--filter", `label=s3dock.app=${app}`]);
-  for (const name of [...(ids ? ids.split("\n") : []), client, `s3dock-lock-${app}-${env}`]) {
+  for (const name of [...(ids ? ids.split("\n") : []), client, `${app}.${env}.s3dock-lock`]) {
     try {
       docker(["rm", "-f", name]);
     } catch {
@@ -128,9 +128,9 @@ describe("deploy --blue-green", () => {
     expect(doc.data.previous_image).toBeUndefined();
     expect(doc.data.health_check_ms).toBeGreaterThan(0);
     console.log(`first deploy: healthy in ${doc.data.health_check_ms} ms`);
-    expect(containersOfApp()).toEqual([{ name: `${app}-${env}-blue`, image: v1, color: "blue", state: "running" }]);
+    expect(containersOfApp()).toEqual([{ name: `${app}.${env}.blue`, image: v1, color: "blue", state: "running" }]);
     expect(fetchAlias()).toBe("version one");
-    const envs = docker(["inspect", "-f", "{{json .Config.Env}} {{.HostConfig.Memory}}", `${app}-${env}-blue`]);
+    const envs = docker(["inspect", "-f", "{{json .Config.Env}} {{.HostConfig.Memory}}", `${app}.${env}.blue`]);
     expect(envs).toContain("GREETING=hello");
     expect(envs).toContain(String(64 * 1024 * 1024));
   });
@@ -144,7 +144,7 @@ describe("deploy --blue-green", () => {
     await new Promise((resolve) => setTimeout(resolve, 1000));
     const { code, stdout, stderr } = await run(["deploy", "--blue-green", app, env]);
     expect(code, stderr).toBe(0);
-    expect(stdout).toMatch(new RegExp(`^${alias}: ${v2} live on green \\(was ${v1}; healthy in \\d+\\.\\ds\\)\\n$`));
+    expect(stdout).toMatch(new RegExp(`^${app} ${env}: ${v2} live on green \\(was ${v1}; healthy in \\d+\\.\\ds\\)\\n$`));
     await new Promise((resolve) => setTimeout(resolve, 1000));
     const log = docker(["logs", client]);
     docker(["rm", "-f", client]);
@@ -154,7 +154,7 @@ describe("deploy --blue-green", () => {
     expect(failed).toBe(0);
     expect(ok).toBeGreaterThan(20);
     expect(fetchAlias()).toBe("version two");
-    expect(containersOfApp()).toEqual([{ name: `${app}-${env}-green`, image: v2, color: "green", state: "running" }]);
+    expect(containersOfApp()).toEqual([{ name: `${app}.${env}.green`, image: v2, color: "green", state: "running" }]);
   });
 
   it("does nothing when the image is already live", async () => {
@@ -170,9 +170,9 @@ describe("deploy --blue-green", () => {
     const { code, stderr } = await run(["deploy", "--blue-green", app, env]);
     console.log(`failing deploy refused after ${Date.now() - started} ms`);
     expect(code).toBe(1);
-    expect(stderr).toContain(`the new container ${app}-${env}-blue failed its health check; the live container keeps serving`);
+    expect(stderr).toContain(`the new container ${app}.${env}.blue failed its health check; the live container keeps serving`);
     expect(stderr).toContain("last health check output:");
-    expect(containersOfApp()).toEqual([{ name: `${app}-${env}-green`, image: v2, color: "green", state: "running" }]);
+    expect(containersOfApp()).toEqual([{ name: `${app}.${env}.green`, image: v2, color: "green", state: "running" }]);
     expect(fetchAlias()).toBe("version two");
   });
 
@@ -182,7 +182,7 @@ describe("deploy --blue-green", () => {
     expect(doc.data).toMatchObject({ image: v1, previous_image: v2, color: "blue", skipped: false, pointer_moved: true });
     expect(fetchAlias()).toBe("version one");
     expect((await run(["current", app, env])).stdout.trim()).toBe(v1);
-    expect(containersOfApp()).toEqual([{ name: `${app}-${env}-blue`, image: v1, color: "blue", state: "running" }]);
+    expect(containersOfApp()).toEqual([{ name: `${app}.${env}.blue`, image: v1, color: "blue", state: "running" }]);
     const audit = await listKeys(bucket, `audit/${app}/`);
     // two deploys, one failed deploy (recorded with result "failed"), one rollback
     expect(audit.filter((key) => key.includes("-deploy-"))).toHaveLength(3);
@@ -195,7 +195,7 @@ describe("deploy --blue-green", () => {
     const codes = [first.code, second.code].sort();
     expect(codes, first.stderr + second.stderr).toEqual([0, 1]);
     expect(first.stderr + second.stderr).toContain("another deploy of");
-    expect(containersOfApp()).toEqual([{ name: `${app}-${env}-green`, image: v2, color: "green", state: "running" }]);
+    expect(containersOfApp()).toEqual([{ name: `${app}.${env}.green`, image: v2, color: "green", state: "running" }]);
   });
 
   it("lets a second deploy wait for the first with --wait-lock, then finds nothing to do", async () => {
@@ -203,7 +203,7 @@ describe("deploy --blue-green", () => {
     const [first, second] = await Promise.all([json(["deploy", app, env, "--wait-lock", "60"]), json(["deploy", app, env, "--wait-lock", "60"])]);
     expect([first.code, second.code]).toEqual([0, 0]);
     expect([first.doc.data.skipped, second.doc.data.skipped].sort()).toEqual([false, true]);
-    expect(containersOfApp()).toEqual([{ name: `${app}-${env}-blue`, image: v1, color: "blue", state: "running" }]);
+    expect(containersOfApp()).toEqual([{ name: `${app}.${env}.blue`, image: v1, color: "blue", state: "running" }]);
   });
 });
 
@@ -271,6 +271,6 @@ describe("deploy in host-port mode (publish)", () => {
     expect(result.stderr).toContain("failed its health check");
     expect(await hostGet()).toBe("version two");
     const names = containersOfApp().filter((c) => c.name.includes(staging));
-    expect(names).toEqual([{ name: `${app}-${staging}-green`, image: v2, color: "green", state: "running" }]);
+    expect(names).toEqual([{ name: `${app}.${staging}.green`, image: v2, color: "green", state: "running" }]);
   });
 });

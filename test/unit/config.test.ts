@@ -145,7 +145,7 @@ describe("the test configs and the example", () => {
     const base = resolveConfig({ file, flags: {}, env: {}, cpuCount: 8 });
     expect(base).toMatchObject({ profile: "staging", bucket: "staging-containers", region: "eu-west-1", endpoint: undefined, credentials: undefined, logLevel: 1 });
     expect(base.profiles).toEqual(["dev", "prod", "staging"]);
-    expect(base.transfer).toEqual({ partSizeBytes: 8 * 1024 * 1024, concurrency: 2, chunkSizeBytes: 2 * 1024 * 1024, compressionWorkers: 3, gzipLevel: 9 });
+    expect(base.transfer).toEqual({ partSizeBytes: 8 * 1024 * 1024, concurrency: 2, chunkSizeBytes: 2 * 1024 * 1024, compressionWorkers: 3, gzipLevel: 9, maxImageBytesWithoutSize: 8192 * 1024 * 1024 });
     expect(resolveConfig({ file, flags: { profile: "prod" }, env: {}, cpuCount: 1 }).bucket).toBe("prod-containers");
     expect(resolveConfig({ file, flags: {}, env: { S3DOCK_PROFILE: "dev" }, cpuCount: 1 }).credentials?.accessKeyId).toBe("dev-key");
   });

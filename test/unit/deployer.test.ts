@@ -125,27 +125,27 @@ describe("Deployer", () => {
   it("starts the other color beside the live one and gives it the alias before the old one leaves", async () => {
     await release(V1);
     const first = await deployer.deploy("shop", "production");
-    expect(first).toMatchObject({ image: V1, color: "blue", previous_image: undefined, skipped: false, container: "shop-production-blue" });
+    expect(first).toMatchObject({ image: V1, color: "blue", previous_image: undefined, skipped: false, container: "shop.production.blue" });
     expect(engine.networks.has("web")).toBe(true);
-    expect(engine.byName("shop-production-blue")!.networks.web).toEqual(["shop-production", "shop-production-blue"]);
-    expect(engine.byName("shop-production-blue")!.spec.healthCheck!.test).toEqual(["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/health"]);
+    expect(engine.byName("shop.production.blue")!.networks.web).toEqual(["shop.production", "shop.production.blue"]);
+    expect(engine.byName("shop.production.blue")!.spec.healthCheck!.test).toEqual(["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/health"]);
 
     await release(V2);
     engine.events.length = 0;
     const second = await deployer.deploy("shop", "production");
     expect(second).toMatchObject({ image: V2, color: "green", previous_image: V1, skipped: false });
     expect(engine.events).toEqual([
-      "create s3dock-lock-shop-production",
-      "create shop-production-green",
-      "start shop-production-green",
-      "disconnect shop-production-green",
-      "connect shop-production-green shop-production,shop-production-green",
-      "disconnect shop-production-blue",
-      "stop shop-production-blue",
-      "remove shop-production-blue",
-      "remove s3dock-lock-shop-production",
+      "create shop.production.s3dock-lock",
+      "create shop.production.green",
+      "start shop.production.green",
+      "disconnect shop.production.green",
+      "connect shop.production.green shop.production,shop.production.green",
+      "disconnect shop.production.blue",
+      "stop shop.production.blue",
+      "remove shop.production.blue",
+      "remove shop.production.s3dock-lock",
     ]);
-    expect(engine.byName("shop-production-green")!.labels).toMatchObject({ [LABELS.image]: V2, [LABELS.previousImage]: V1, [LABELS.color]: "green" });
+    expect(engine.byName("shop.production.green")!.labels).toMatchObject({ [LABELS.image]: V2, [LABELS.previousImage]: V1, [LABELS.color]: "green" });
     expect(engine.byName(lockName("shop", "production"))).toBeUndefined();
     const events = ctx.store.keys("audit/").filter((key) => key.includes("-deploy-"));
     expect(events).toHaveLength(2);
@@ -166,13 +166,13 @@ describe("Deployer", () => {
     await release(BAD);
     const failure = await deployer.deploy("shop", "production").catch((error: unknown) => error);
     expect(failure).toBeInstanceOf(OperationError);
-    expect((failure as Error).message).toContain("the new container shop-production-green failed its health check; the live container keeps serving");
-    expect((failure as Error).message).toContain("404 Not Found");
-    expect((failure as Error).message).toContain("httpd started");
-    expect(engine.byName("shop-production-green")).toBeUndefined();
+    expect((failure as Error).message).toContain("the new container shop.production.green failed its health check; the live container keeps serving");
+    expect((failure as OperationError).details.join("\n")).toContain("404 Not Found");
+    expect((failure as OperationError).details.join("\n")).toContain("httpd started");
+    expect(engine.byName("shop.production.green")).toBeUndefined();
     const failed = ctx.store.keys("audit/").filter((key) => key.includes("-deploy-")).map((key) => ctx.store.json(key)!.details as Record<string, unknown>);
     expect(failed.filter((details) => details.result === "failed")).toEqual([expect.objectContaining({ image_reference: BAD, environment: "production" })]);
-    expect(engine.byName("shop-production-blue")).toMatchObject({ running: true, networks: { web: ["shop-production", "shop-production-blue"] } });
+    expect(engine.byName("shop.production.blue")).toMatchObject({ running: true, networks: { web: ["shop.production", "shop.production.blue"] } });
   });
 
   it("rolls back to the previous image and moves the pointer back", async () => {
@@ -189,7 +189,31 @@ describe("Deployer", () => {
   it("refuses while another deploy holds the lock, naming the holder", async () => {
     await release(V1);
     await engine.createContainer({ name: lockName("shop", "production"), image: V1, labels: { "s3dock.lock": "shop/production", "s3dock.locked-at": ctx.clock.now().toISOString(), "s3dock.holder": "bob@web1 pid 7" } });
-    await expect(deployer.deploy("shop", "production")).rejects.toThrow(/another deploy of shop production is running \(lock s3dock-lock-shop-production held by bob@web1 pid 7/);
+    await expect(deployer.deploy("shop", "production")).rejects.toThrow(/another deploy of shop production is running \(lock shop\.production\.s3dock-lock held by bob@web1 pid 7/);
+    expect(engine.byName("shop.production.blue")).toBeUndefined();
+  });
+
+  it("never removes a container whose labels are not this app's and env's, even under the new color's name", async () => {
+    await release(V1);
+    await engine.createContainer({ name: "shop.production.blue", image: V1, labels: { [LABELS.app]: "other", [LABELS.env]: "x" } });
+    await expect(deployer.deploy("shop", "production")).rejects.toThrow(/a container named shop\.production\.blue exists, and its labels do not say it belongs to shop production: not touching it/);
+    expect(engine.byName("shop.production.blue")!.labels[LABELS.app]).toBe("other");
+    expect(engine.events.filter((e) => e.startsWith("remove ") && !e.includes("s3dock-lock"))).toEqual([]);
+  });
+
+  it("takes over from a container an earlier version deployed: found by its labels, its old alias carried over", async () => {
+    await release(V1);
+    const oldId = await engine.createContainer({
+      name: "shop-production-blue",
+      image: V1,
+      labels: { [LABELS.app]: "shop", [LABELS.env]: "production", [LABELS.color]: "blue", [LABELS.image]: V1, [LABELS.deployedAt]: "2025-01-01T00:00:00.000Z" },
+      network: { name: "web", aliases: ["shop-production", "shop-production-blue"] },
+    });
+    await engine.startContainer(oldId);
+    engine.networks.add("web");
+    await release(V2);
+    expect(await deployer.deploy("shop", "production")).toMatchObject({ image: V2, previous_image: V1, color: "green", container: "shop.production.green" });
+    expect(engine.byName("shop.production.green")!.networks.web).toEqual(["shop.production", "shop.production.green", "shop-production"]);
     expect(engine.byName("shop-production-blue")).toBeUndefined();
   });
 
@@ -216,7 +240,7 @@ describe("deploy settings", () => {
     );
     expect(settings.mode).toBe("publish");
     expect(settings.network).toBeUndefined();
-    expect(settings.alias).toBe("shop-production");
+    expect(settings.alias).toBe("shop.production");
     expect(settings.healthTimeoutMs).toBe(5000);
     expect(settings.healthCheck?.test).toEqual(["CMD", "true"]);
     expect(settings.container).toMatchObject({

@@ -10,7 +10,8 @@ import type { DockerEngine, ImageInfo, LocalLayers } from "../../src/clients/doc
 import { chainIds } from "../../src/domain/oci.js";
 import type { PooledChunk } from "../../src/transfer/buffer-pool.js";
 import type { ObjectInfo, ObjectStore, PendingUpload, RangeOptions, StoredText, UploadOptions, WriteCondition } from "../../src/clients/object-store.js";
-import { ConflictError, NotFoundError, RemoteError } from "../../src/errors.js";
+import { MAX_DOCUMENT_BYTES } from "../../src/domain/documents.js";
+import { ConflictError, IntegrityError, NotFoundError, RemoteError } from "../../src/errors.js";
 import type { Clock, ServiceContext } from "../../src/services/context.js";
 import { silentProgress } from "../../src/services/context.js";
 import { collect, makeTar, readTar } from "./tar-helpers.js";
@@ -81,6 +82,7 @@ export class FakeObjectStore implements ObjectStore {
   async getText(key: string): Promise<StoredText | undefined> {
     this.operations.push({ op: "getText", key });
     const object = this.objects.get(key);
+    if (object && object.body.length > MAX_DOCUMENT_BYTES) throw new IntegrityError(`${this.url(key)} is ${object.body.length} bytes, more than any s3dock document`);
     return object && { text: object.body.toString("utf8"), etag: object.etag };
   }
 
@@ -249,6 +251,10 @@ export class FakeDockerEngine implements DockerEngine {
           size: config.length + layer.length,
           hasHealthcheck: false,
         };
+        // The image the name leaves stays in the engine, unnamed (by its ID), as Docker keeps it.
+        const replaced = this.images.get(tag);
+        const stillNamed = replaced && [...this.images].some(([name, other]) => name !== tag && other.info.id === replaced.info.id);
+        if (replaced && replaced.info.id !== info.id && !stillNamed) this.images.set(replaced.info.id, replaced);
         this.images.set(tag, { info, config, layer });
         names.push(tag);
       }
@@ -267,8 +273,19 @@ export class FakeDockerEngine implements DockerEngine {
       .map(([tag, image]) => ({ tag, id: image.info.id, created: new Date(0) }));
   }
 
+  /** By name, or by ID (every name of that image). */
   async removeImage(reference: string): Promise<void> {
-    this.images.delete(reference);
+    for (const [name, image] of this.images) if (name === reference || image.info.id === reference) this.images.delete(name);
+  }
+
+  async tagImage(id: string, reference: string): Promise<void> {
+    const image = [...this.images.values()].find((candidate) => candidate.info.id === id);
+    if (!image) throw new NotFoundError(`no image ${id}`);
+    this.images.set(reference, image);
+  }
+
+  async imageIds(): Promise<Set<string>> {
+    return new Set([...this.images.values()].map((image) => image.info.id));
   }
 
   async imageIdsInUse(): Promise<Set<string>> {
@@ -311,7 +328,7 @@ export function fakeContext(overrides: Partial<FakeContext> = {}): FakeContext {
     logger: pino({ level: "silent" }),
     clock: new FixedClock(),
     user: "alice",
-    transfer: { partSizeBytes: 5 * 1024 * 1024, concurrency: 2, chunkSizeBytes: 64 * 1024, compressionWorkers: 2, gzipLevel: 1 },
+    transfer: { partSizeBytes: 5 * 1024 * 1024, concurrency: 2, chunkSizeBytes: 64 * 1024, compressionWorkers: 2, gzipLevel: 1, maxImageBytesWithoutSize: 64 * 1024 * 1024 },
     storageFormat: "archive",
     retryCount: 2,
     progress: silentProgress,

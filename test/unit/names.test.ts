@@ -105,7 +105,6 @@ describe("parseVersion", () => {
     ["v0.0.1", "v0.0.1"],
     ["v2.0.0-rc.1", "v2.0.0-rc.1"],
     ["2.0.0-rc.1", "v2.0.0-rc.1"],
-    ["v1.0.0+build.5", "v1.0.0"],
     ["v10.20.30", "v10.20.30"],
   ])("%s → %s", (input, canonical) => {
     expect(parseVersion(input)).toBe(canonical);
@@ -119,6 +118,12 @@ describe("parseVersion", () => {
       expect(looksLikeVersion(input)).toBe(false);
     },
   );
+
+  it("refuses build metadata in one line rather than merging v1.0.0+build.5 into v1.0.0", () => {
+    expect(looksLikeVersion("v1.0.0+build.5")).toBe(true);
+    expect(() => parseVersion("v1.0.0+build.5")).toThrow(/build metadata \(\+build\.5\) is not supported.*v1\.0\.0-build\.5/);
+    expect(() => parseVersion("2.0.0-rc.1+exp")).toThrow(UsageError);
+  });
 });
 
 describe("versionSpellings", () => {

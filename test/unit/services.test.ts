@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { beforeEach, describe, expect, it } from "vitest";
 import { ConflictError, IntegrityError, NotFoundError, RemoteError, UsageError } from "../../src/errors.js";
@@ -283,6 +283,61 @@ describe("Puller", () => {
     await expect(puller.resolve("shop", "nowhere")).rejects.toThrow(NotFoundError);
     await expect(puller.resolve("Shop", "staging")).rejects.toThrow(UsageError);
     await expect(puller.resolve("shop", "bad/env")).rejects.toThrow(UsageError);
+  });
+
+  it("a pull refused after the load leaves the engine as it was: the name back on its old image, the loaded image gone", async () => {
+    const id = await pushedAndRemoved();
+    const old = ctx.docker.addImage(REF, "what the host had under this name");
+    const metadata = ctx.store.json(metadataKeyFor(KEY))!;
+    ctx.store.put(metadataKeyFor(KEY), JSON.stringify({ ...metadata, image_id: `sha256:${"0".repeat(64)}` }));
+    await expect(new Puller(ctx).pull("shop", "20250721-2118-f7a5a27")).rejects.toThrow(/loaded with config .*, but its metadata records/);
+    expect(ctx.docker.completedLoads).toBe(1);
+    expect(ctx.docker.images.get(REF)?.info.id).toBe(old.id);
+    expect(await ctx.docker.imageIds()).not.toContain(id);
+  });
+
+  it("a pull refused after the load, with no image under the name before: neither name nor image is left", async () => {
+    await pushedAndRemoved();
+    const metadata = ctx.store.json(metadataKeyFor(KEY))!;
+    ctx.store.put(metadataKeyFor(KEY), JSON.stringify({ ...metadata, image_id: `sha256:${"0".repeat(64)}` }));
+    await expect(new Puller(ctx).pull("shop", "20250721-2118-f7a5a27")).rejects.toThrow(IntegrityError);
+    expect(ctx.docker.images.size).toBe(0);
+  });
+
+  it("loads the archive under the pulled name only, whatever names it carries", async () => {
+    ctx = fakeContext({ transfer: { ...fakeContext().transfer, gzipLevel: 0 } });
+    await pushedAndRemoved();
+    const object = ctx.store.objects.get(KEY)!;
+    const tar = gunzipSync(object.body);
+    const manifest = tar.indexOf(`"RepoTags":["${REF}"]`);
+    const hostile = Buffer.from(tar);
+    // Same length: one name more, the reference shortened to fit (what a bucket writer could put there).
+    hostile.write(`"RepoTags":["pg:1","shop:1"]`.padEnd(`"RepoTags":["${REF}"]`.length, " "), manifest);
+    const forged = gzipSync(hostile, { level: 0 });
+    const metadata = ctx.store.json(metadataKeyFor(KEY))!;
+    ctx.store.put(KEY, forged);
+    ctx.store.put(metadataKeyFor(KEY), JSON.stringify({ ...metadata, sha256: createHash("sha256").update(forged).digest("hex"), size: forged.length }));
+    await new Puller(ctx).pull("shop", "20250721-2118-f7a5a27");
+    expect([...ctx.docker.images.keys()]).toEqual([REF]);
+  });
+
+  it("stops decompressing past the metadata's uncompressed_size: nothing is loaded", async () => {
+    await pushedAndRemoved();
+    const metadata = ctx.store.json(metadataKeyFor(KEY))!;
+    ctx.store.put(metadataKeyFor(KEY), JSON.stringify({ ...metadata, uncompressed_size: 1000 }));
+    await expect(new Puller(ctx).pull("shop", "20250721-2118-f7a5a27")).rejects.toThrow(/decompresses to more than the 1000 bytes its metadata records/);
+    expect(ctx.docker.completedLoads).toBe(0);
+    expect(ctx.docker.images.size).toBe(0);
+  });
+
+  it("refuses an image with no recorded uncompressed size above transfer.max_image_mb_without_size", async () => {
+    ctx = fakeContext({ transfer: { ...fakeContext().transfer, maxImageBytesWithoutSize: 4096 } });
+    await pushedAndRemoved();
+    const metadata = ctx.store.json(metadataKeyFor(KEY))!;
+    delete metadata.uncompressed_size;
+    ctx.store.put(metadataKeyFor(KEY), JSON.stringify(metadata));
+    await expect(new Puller(ctx).pull("shop", "20250721-2118-f7a5a27")).rejects.toThrow(/metadata records no uncompressed size.*max_image_mb_without_size/);
+    expect(ctx.docker.completedLoads).toBe(0);
   });
 
   it("an image whose metadata is missing is not found", async () => {

@@ -4,6 +4,7 @@ import { resolve } from "node:path";
 import type { Command } from "commander";
 import { ConfigError } from "../../errors.js";
 import { examples, type ActionFactory } from "../app.js";
+import { redactEndpoint } from "../redact.js";
 
 export const STARTER_CONFIG = `// s3dock configuration (JSON5). Search order: --config FILE, ./s3dock.json5,
 // ~/.s3dock/config.json5, /etc/s3dock/config.json5. Environment variables (S3DOCK_BUCKET,
@@ -36,7 +37,7 @@ export function registerConfig(program: Command, action: ActionFactory): void {
 
   config
     .command("show")
-    .description("The settings the current flags, environment and file resolve to (never the secret key)")
+    .description("The settings the current flags, environment and file resolve to (never the secret key, nor credentials in the endpoint)")
     .action(
       action("config show", async (runtime) => {
         const { config: resolved } = runtime();
@@ -44,7 +45,7 @@ export function registerConfig(program: Command, action: ActionFactory): void {
           profile: resolved.profile,
           bucket: resolved.bucket,
           region: resolved.region,
-          ...(resolved.endpoint ? { endpoint: resolved.endpoint } : {}),
+          ...(resolved.endpoint ? { endpoint: redactEndpoint(resolved.endpoint) } : {}),
           ...(resolved.credentials ? { access_key: resolved.credentials.accessKeyId } : {}),
           config_file: resolved.configFile ?? "",
           credentials: resolved.credentials ? "static keys" : "AWS default credential chain",

@@ -10,7 +10,7 @@ const parseSeconds = (value: string): number => {
 };
 
 function summary(result: DeployResult): string {
-  const name = `${result.app}-${result.env}`;
+  const name = `${result.app} ${result.env}`;
   if (result.skipped) return `${name}: ${result.image} is already live on ${result.color}: nothing to do`;
   const was = result.previous_image ? `was ${result.previous_image}` : "first deploy";
   return `${name}: ${result.image} live on ${result.color} (${was}; healthy in ${(result.health_check_ms / 1000).toFixed(1)}s)`;
@@ -36,13 +36,15 @@ export function registerDeploy(program: Command, action: ActionFactory): void {
       ) +
         `
 How it works: the environment's pointer names the image (pulled when the engine lacks it). The new
-container ({app}-{env}-blue or -green) joins the network (deploy.apps.<app>.network, default
-"s3dock") with the alias {alias}-{color}, and must pass its health check: health.command, or
+container ({app}.{env}.blue or .green) joins the network (deploy.apps.<app>.network, default
+"s3dock") with the alias {alias}.{color}, and must pass its health check: health.command, or
 health.http_path probed with the image's wget on the app's port, or the image's own HEALTHCHECK, or
-else simply stay up for 3s. Then it takes the stable alias (default {app}-{env}) that nginx, Traefik
+else simply stay up for 3s. Then it takes the stable alias (default {app}.{env}) that nginx, Traefik
 or Caddy resolve through Docker's DNS; both serve for drain_seconds (default 2), and the old
 container leaves the network, stops and is removed. A failed health check removes the new container,
-leaves the old one serving and exits 1. Deploying the image already live does nothing.
+leaves the old one serving and exits 1. Deploying the image already live does nothing. Containers
+are found by their s3dock.app and s3dock.env labels, and none without this app's and env's labels
+is ever stopped or removed.
 
 With publish: "HOST:CONTAINER" (host-port mode) the old container must stop before the new one can
 bind the port: requests fail for the new container's start plus health check (a second or two for
