@@ -29,6 +29,9 @@ export const imageMetadataSchema = z.looseObject({
   object_etag: z.string().optional(),
   pushed_by: z.string().optional(),
   pushed_with: z.string().optional(),
+  write_id: z.string().optional(),
+  /** Set by `cleanup remote` while it deletes the image: readers treat the image as gone. */
+  deleting: z.looseObject({ since: z.string(), by: z.string() }).optional(),
 });
 export type ImageMetadata = z.infer<typeof imageMetadataSchema>;
 
@@ -42,6 +45,11 @@ export const pointerSchema = z.looseObject({
   git_time: z.string(),
   source_image: z.string(),
   source_tag: z.string().optional(),
+  /**
+   * Unique to each write: a writer whose answer was lost finds its own write by it, and no two
+   * writes of the same content are mistaken for one another.
+   */
+  write_id: z.string().optional(),
 });
 export type PointerDocument = z.infer<typeof pointerSchema>;
 

@@ -164,6 +164,10 @@ export class FakeObjectStore implements ObjectStore {
     return true;
   }
 
+  serverNow(): Date {
+    return new Date();
+  }
+
   count(op: StoreOperation["op"], key?: string): number {
     return this.operations.filter((o) => o.op === op && (key === undefined || o.key === key)).length;
   }
