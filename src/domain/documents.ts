@@ -53,6 +53,17 @@ export const pointerSchema = z.looseObject({
 });
 export type PointerDocument = z.infer<typeof pointerSchema>;
 
+/** `.s3dock/push-claims/…`: which push may write an image name now, and for which image. */
+export const pushClaimSchema = z.looseObject({
+  image_tag: z.string(),
+  image_id: z.string(),
+  layers: z.array(z.string()).optional(),
+  claimed_by: z.string(),
+  claimed_at: goTime,
+  write_id: z.string(),
+});
+export type PushClaim = z.infer<typeof pushClaimSchema>;
+
 export const auditEventSchema = z.looseObject({
   event_type: z.string(),
   timestamp: goTime,

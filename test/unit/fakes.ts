@@ -164,8 +164,11 @@ export class FakeObjectStore implements ObjectStore {
     return true;
   }
 
+  /** The server's clock: the context's fake clock (fakeContext sets it), so ages agree with it. */
+  clock: Clock | undefined;
+
   serverNow(): Date {
-    return new Date();
+    return this.clock?.now() ?? new Date();
   }
 
   count(op: StoreOperation["op"], key?: string): number {
@@ -299,7 +302,7 @@ export interface FakeContext extends ServiceContext {
 
 export function fakeContext(overrides: Partial<FakeContext> = {}): FakeContext {
   let unique = 0;
-  return {
+  const context: FakeContext = {
     store: new FakeObjectStore(),
     docker: new FakeDockerEngine(),
     logger: pino({ level: "silent" }),
@@ -312,4 +315,6 @@ export function fakeContext(overrides: Partial<FakeContext> = {}): FakeContext {
     uniqueId: () => `u${(unique++).toString(16).padStart(4, "0")}`,
     ...overrides,
   };
+  context.store.clock ??= context.clock;
+  return context;
 }

@@ -18,12 +18,26 @@ export function registerLifecycle(program: Command, action: ActionFactory): void
   program
     .command("push")
     .argument("<image>", "app:YYYYMMDD-HHMM-hash7, as printed by s3dock build")
-    .description("Store a built image in the bucket (skipped when the same image is already there)")
+    .option("--force", "replace different content stored under this name (the old image is archived first, and the versions and environments naming it are listed)")
+    .description("Store a built image in the bucket (skipped when the same image is already there; different content under the name is refused)")
     .addHelpText("after", examples("s3dock push myapp:20250721-2118-f7a5a27", "s3dock push --json myapp:20250721-2118-f7a5a27 | jq -r .data.s3_key"))
     .action(
-      action("push", async (runtime, image: string) => {
-        const result = await new Pusher(runtime().services()).push(image);
-        return { data: result, text: [] };
+      action("push", async (runtime, image: string, options: { force?: boolean }) => {
+        const result = await new Pusher(runtime().services()).push(image, { force: options.force });
+        const { replaced } = result;
+        if (!replaced) return { data: result, text: [] };
+        const names = [
+          replaced.versions.length > 0 ? `versions ${replaced.versions.join(", ")}` : "",
+          replaced.environments.length > 0 ? `environments ${replaced.environments.join(", ")}` : "",
+        ].filter((part) => part !== "");
+        return {
+          data: result,
+          text: [
+            `replaced ${result.image_ref} (was image ${replaced.previous_image_id ?? "without a recorded ID"}, now ${result.image_id})` +
+              (replaced.archive_key ? `; the old image is archived at ${replaced.archive_key}` : "; the old object was already gone, nothing archived"),
+            names.length > 0 ? `now naming the new content: ${names.join("; ")}` : "no version or environment names it",
+          ],
+        };
       }),
     );
 
