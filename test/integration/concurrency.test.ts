@@ -100,7 +100,7 @@ describe("write-once version tags", () => {
     expect(JSON.parse(await getText(bucket, `tags/${APP}/v1.2.0.json`)).target_path).toBe(second.key);
     const archived = await listKeys(bucket, `archive/${APP}/tags/`);
     expect(archived).toHaveLength(1);
-    expect(archived[0]).toMatch(new RegExp(`^archive/${APP}/tags/v1\\.2\\.0-archived-on-\\d{8}-\\d{4}\\.json$`));
+    expect(archived[0]).toMatch(new RegExp(`^archive/${APP}/tags/v1\\.2\\.0-archived-on-\\d{8}-\\d{4}-[0-9a-f]{8}\\.json$`));
     expect(await getText(bucket, archived[0]!)).toBe(before);
     const forced = (await auditEvents("tag")).filter((event) => event.details.version === "v1.2.0" && event.details.replaced_image);
     expect(forced).toHaveLength(1);
