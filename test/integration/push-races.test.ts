@@ -5,7 +5,7 @@
  * back or fails them so the interleavings happen on purpose.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { on, startFaultProxy, type FaultProxy } from "./fault-proxy.js";
+import { on, startFaultProxy, type FaultProxy, type ProxiedRequest } from "./fault-proxy.js";
 import {
   buildImage,
   cliEnv,
@@ -146,6 +146,9 @@ describe("nothing is archived before the replacement is stored", () => {
     retag(name, `replacement ${Date.now()}`);
   });
 
+  /** Uploads of image content (not server-side copies): the export never gets stored. */
+  const uploads = (r: ProxiedRequest) => r.method === "PUT" && r.key.endsWith(".tar.gz") && r.headers["x-amz-copy-source"] === undefined;
+
   async function expectUnchanged(before: { metadata: string; object: Buffer }): Promise<void> {
     expect(await listKeys(bucket, `archive/${APP}/`)).toEqual([]);
     expect(await getText(bucket, metadataKey)).toBe(before.metadata);
@@ -154,7 +157,7 @@ describe("nothing is archived before the replacement is stored", () => {
 
   it("a push of other content whose upload fails has archived nothing and changed nothing", async () => {
     const before = { metadata: await getText(bucket, metadataKey), object: await getBytes(bucket, metadataKey.replace(/\.json$/, ".tar.gz")) };
-    proxyA.setRules([{ match: (r) => r.method === "PUT" && r.key.endsWith(".tar.gz"), action: { kind: "fail", status: 500 }, times: 100 }]);
+    proxyA.setRules([{ match: uploads, action: { kind: "fail", status: 500 }, times: 100 }]);
     const result = await runS3dock(["--config", noRetries, "push", name], { env: cliEnv(bucket, { AWS_ENDPOINT_URL: proxyA.endpoint }) });
     expect(result.code).toBe(1);
     await expectUnchanged(before);
@@ -162,7 +165,7 @@ describe("nothing is archived before the replacement is stored", () => {
 
   it("push --force whose upload fails has archived nothing and changed nothing", async () => {
     const before = { metadata: await getText(bucket, metadataKey), object: await getBytes(bucket, metadataKey.replace(/\.json$/, ".tar.gz")) };
-    proxyA.setRules([{ match: (r) => r.method === "PUT" && r.key.endsWith(".tar.gz"), action: { kind: "fail", status: 500 }, times: 100 }]);
+    proxyA.setRules([{ match: uploads, action: { kind: "fail", status: 500 }, times: 100 }]);
     const result = await runS3dock(["--config", noRetries, "push", "--force", name], { env: cliEnv(bucket, { AWS_ENDPOINT_URL: proxyA.endpoint }) });
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/^s3dock: cannot upload/m);
