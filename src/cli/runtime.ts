@@ -86,19 +86,22 @@ export class Runtime {
   services(): ServiceContext {
     if (this.context) return this.context;
     const { config } = this;
+    const store = new S3ObjectStore({
+      bucket: config.bucket,
+      region: config.region,
+      endpoint: config.endpoint,
+      credentials: config.credentials,
+      retryCount: config.retryCount,
+      maxSockets: Math.max(config.transfer.concurrency * 2, 16),
+      idleTimeoutMs: config.idleTimeoutMs,
+      logger: this.logger,
+    });
     this.context = {
-      store: new S3ObjectStore({
-        bucket: config.bucket,
-        region: config.region,
-        endpoint: config.endpoint,
-        credentials: config.credentials,
-        retryCount: config.retryCount,
-        maxSockets: Math.max(config.transfer.concurrency * 2, 16),
-        logger: this.logger,
-      }),
+      store,
       docker: this.docker,
       logger: this.logger,
-      clock: { now: () => new Date() },
+      // The bucket's clock, not this host's: ages, month folders and timestamps agree across hosts.
+      clock: { now: () => store.serverNow() },
       user: osUser(),
       transfer: config.transfer,
       storageFormat: config.storageFormat,

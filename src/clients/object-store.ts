@@ -2,7 +2,7 @@
 import { randomUUID } from "node:crypto";
 import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
-import type { Readable } from "node:stream";
+import { Readable } from "node:stream";
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -19,6 +19,7 @@ import {
   UploadPartCommand,
 } from "@aws-sdk/client-s3";
 import { NodeHttpHandler } from "@smithy/node-http-handler";
+import pRetry from "p-retry";
 import type { Logger } from "pino";
 import { MAX_DOCUMENT_BYTES } from "../domain/documents.js";
 import { ConflictError, IntegrityError, NotFoundError, OperationError, RemoteError, S3dockError } from "../errors.js";
@@ -64,16 +65,22 @@ export interface ObjectStore {
   /** `s3://bucket/key`, for messages. */
   url(key: string): string;
   head(key: string): Promise<ObjectInfo | undefined>;
-  /** A document: one larger than MAX_DOCUMENT_BYTES is an IntegrityError, and is not read past that. */
+  /** A whole document, read again when its body is cut short or stalls; one larger than MAX_DOCUMENT_BYTES is an IntegrityError, not read past that. */
   getText(key: string): Promise<StoredText | undefined>;
-  /** Throws ConflictError when the condition does not hold. */
+  /**
+   * Throws ConflictError when the condition does not hold. When the answer is lost (the connection
+   * drops after the server applied the write, and the retry then finds the condition broken), the
+   * document is read back: finding `text` itself there means the write was ours. Callers make
+   * `text` unique (a write id) so that no one else's write can look like theirs.
+   */
   putText(key: string, text: string, condition?: WriteCondition): Promise<{ etag: string }>;
   /** Streams a body of unknown length into the key; the object appears whole or not at all. */
   upload(key: string, body: Readable, options: UploadOptions): Promise<{ etag: string }>;
   /** Bytes start…endInclusive, read into `options.into` (it must be large enough); returns the filled part. */
   getRange(key: string, start: number, endInclusive: number, options: RangeOptions): Promise<Buffer>;
   getStream(key: string): Promise<Readable>;
-  copy(sourceKey: string, destinationKey: string): Promise<void>;
+  /** `createOnly`: refuse (ConflictError) when the destination exists, where the server honours it. */
+  copy(sourceKey: string, destinationKey: string, options?: { createOnly?: boolean }): Promise<void>;
   delete(key: string): Promise<void>;
   list(prefix: string): AsyncIterable<ObjectInfo>;
   /** The common prefixes one level below `prefix` (delimiter `/`). */
@@ -82,6 +89,8 @@ export interface ObjectStore {
   abortUpload(upload: PendingUpload): Promise<void>;
   /** Whether the server honours If-None-Match / If-Match on PUT; probed once. */
   conditionalWritesHonoured(): Promise<boolean>;
+  /** The server's time now, as its last answer's Date header gave it (the local clock until one arrives). */
+  serverNow(): Date;
 }
 
 export interface RangeOptions {
@@ -96,6 +105,8 @@ export interface S3StoreOptions {
   readonly credentials: { readonly accessKeyId: string; readonly secretAccessKey: string } | undefined;
   readonly retryCount: number;
   readonly maxSockets: number;
+  /** A connection that sends or receives nothing for this long fails (and the request is retried). */
+  readonly idleTimeoutMs: number;
   readonly logger: Logger;
 }
 
@@ -125,6 +136,18 @@ export function partSizeFor(minimum: number, expectedBytes: number | undefined):
 
 const TRANSIENT_NETWORK = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH"]);
 
+/** A body that ended before its Content-Length: the connection broke, the document is not corrupt. */
+class ShortBodyError extends Error {
+  readonly code = "ECONNRESET";
+}
+
+/** A failure while a body was arriving (reset, idle timeout, cut short): worth reading again. */
+function brokenTransfer(error: unknown): boolean {
+  const name = (error as { name?: string }).name ?? "";
+  const code = (error as { code?: string }).code ?? "";
+  return error instanceof ShortBodyError || TRANSIENT_NETWORK.has(code) || name === "TimeoutError" || code === "ERR_STREAM_PREMATURE_CLOSE";
+}
+
 /**
  * An endpoint whose host starts with the bucket name (`https://bucket.s3.region.wasabisys.com`) is
  * still addressed path-style by the Go tool, so every key there carries a `bucket/` prefix.
@@ -143,12 +166,16 @@ export class S3ObjectStore implements ObjectStore {
   private readonly client: S3Client;
   private readonly prefix: string;
   private readonly logger: Logger;
+  private readonly retryCount: number;
   private conditionalProbe: Promise<ConditionalSupport> | undefined;
+  /** Server time minus local time, from the Date header of the latest answer. */
+  private serverClockOffsetMs = 0;
 
   constructor(options: S3StoreOptions) {
     this.bucket = options.bucket;
     this.logger = options.logger;
     this.prefix = keyPrefixFor(options.bucket, options.endpoint);
+    this.retryCount = options.retryCount;
     const agentOptions = { keepAlive: true, maxSockets: options.maxSockets };
     this.client = new S3Client({
       region: options.region,
@@ -164,11 +191,45 @@ export class S3ObjectStore implements ObjectStore {
         httpAgent: new HttpAgent(agentOptions),
         httpsAgent: new HttpsAgent(agentOptions),
         connectionTimeout: 10_000,
-        // A server that stops answering mid-transfer fails the request (and so gets it retried);
-        // the SDK's default only logs a warning and waits on forever.
-        requestTimeout: 120_000,
-        throwOnRequestTimeout: true,
+        // An idle timer on the socket, running until the body has arrived: a server that stops
+        // sending, before the headers or in the middle of a body, fails the read, which is then
+        // retried (the SDK's requestTimeout stops counting once the headers are in).
+        socketTimeout: options.idleTimeoutMs,
       }),
+    });
+    // Every answer carries the server's Date: ages and timestamps come from it, not the local clock.
+    this.client.middlewareStack.add(
+      (next) => async (args) => {
+        const result = await next(args);
+        this.noteServerDate((result.response as { headers?: Record<string, string> }).headers?.date);
+        return result;
+      },
+      { step: "deserialize", priority: "low", name: "s3dockServerClock" },
+    );
+  }
+
+  private noteServerDate(date: string | undefined): void {
+    const server = date === undefined ? NaN : Date.parse(date);
+    // Date has whole seconds: the middle of the second is the best guess.
+    if (!Number.isNaN(server)) this.serverClockOffsetMs = server + 500 - Date.now();
+  }
+
+  serverNow(): Date {
+    return new Date(Date.now() + this.serverClockOffsetMs);
+  }
+
+  /**
+   * Runs `read` (one request and its whole body) again when the body breaks off: the SDK retries a
+   * request until its headers arrive, but a body that stalls or is cut short fails after that.
+   */
+  private retryingRead<T>(key: string, read: () => Promise<T>): Promise<T> {
+    return pRetry(read, {
+      retries: this.retryCount,
+      minTimeout: 200,
+      shouldRetry: ({ error }) => brokenTransfer(error),
+      onFailedAttempt: ({ error, attemptNumber, retriesLeft }) => {
+        if (retriesLeft > 0 && brokenTransfer(error)) this.logger.warn(`reading ${this.url(key)} broke off (attempt ${attemptNumber}: ${error.message}); retrying`);
+      },
     });
   }
 
@@ -199,7 +260,7 @@ export class S3ObjectStore implements ObjectStore {
         { cause: error },
       );
     }
-    if (TRANSIENT_NETWORK.has(code) || TRANSIENT_NETWORK.has(name) || name === "TimeoutError") {
+    if (TRANSIENT_NETWORK.has(code) || TRANSIENT_NETWORK.has(name) || name === "TimeoutError" || error instanceof ShortBodyError) {
       return new RemoteError(`cannot reach the S3 endpoint to ${action} ${where} (${code || name}); check the endpoint and the network`, { cause: error });
     }
     const message = (error as Error).message ?? String(error);
@@ -231,24 +292,29 @@ export class S3ObjectStore implements ObjectStore {
     const tooLarge = (size: string) =>
       new IntegrityError(`${this.url(key)} is ${size} bytes, more than any s3dock document (${MAX_DOCUMENT_BYTES / 1024} KiB): refusing to read it`);
     try {
-      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key) }));
-      const body = out.Body as Readable;
-      // The declared length first, then the bytes themselves: a body without one is cut off at the limit.
-      if ((out.ContentLength ?? 0) > MAX_DOCUMENT_BYTES) {
-        body.destroy();
-        throw tooLarge(String(out.ContentLength));
-      }
-      const parts: Buffer[] = [];
-      let size = 0;
-      for await (const part of body) {
-        parts.push(part as Buffer);
-        size += (part as Buffer).length;
-        if (size > MAX_DOCUMENT_BYTES) {
+      return await this.retryingRead(key, async () => {
+        const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key) }));
+        const body = out.Body as Readable;
+        // The declared length first, then the bytes themselves: a body without one is cut off at the limit.
+        if ((out.ContentLength ?? 0) > MAX_DOCUMENT_BYTES) {
           body.destroy();
-          throw tooLarge(`over ${MAX_DOCUMENT_BYTES}`);
+          throw tooLarge(String(out.ContentLength));
         }
-      }
-      return { text: Buffer.concat(parts).toString("utf8"), etag: out.ETag ?? "" };
+        const parts: Buffer[] = [];
+        let size = 0;
+        for await (const part of body) {
+          parts.push(part as Buffer);
+          size += (part as Buffer).length;
+          if (size > MAX_DOCUMENT_BYTES) {
+            body.destroy();
+            throw tooLarge(`over ${MAX_DOCUMENT_BYTES}`);
+          }
+        }
+        if (out.ContentLength !== undefined && size !== out.ContentLength) {
+          throw new ShortBodyError(`the body ended after ${size} of ${out.ContentLength} bytes`);
+        }
+        return { text: Buffer.concat(parts).toString("utf8"), etag: out.ETag ?? "" };
+      });
     } catch (error) {
       if (S3ObjectStore.isMissing(error)) return undefined;
       throw this.failure(error, "read", key);
@@ -256,6 +322,19 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async putText(key: string, text: string, condition?: WriteCondition): Promise<{ etag: string }> {
+    try {
+      return await this.putTextOnce(key, text, condition);
+    } catch (error) {
+      // A lost answer: the retry found the condition broken, or every attempt failed in transit.
+      if (!(error instanceof ConflictError) && !(error instanceof RemoteError)) throw error;
+      const stored = await this.getText(key).catch(() => undefined);
+      if (stored?.text !== text) throw error;
+      this.logger.debug(`${this.url(key)}: the answer to our write was lost; reading it back found our own write`);
+      return { etag: stored.etag };
+    }
+  }
+
+  private async putTextOnce(key: string, text: string, condition?: WriteCondition): Promise<{ etag: string }> {
     const support = condition ? await this.conditionalSupport() : undefined;
     if (condition && !support!.honoured) return this.putTextCheckedByReadBack(key, text, condition);
     const ifMatch = condition && "ifMatch" in condition ? (support!.quoteEtags ? `"${bareEtag(condition.ifMatch)}"` : bareEtag(condition.ifMatch)) : undefined;
@@ -448,26 +527,56 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
+  /**
+   * The whole object as a stream. A body that breaks off is picked up where it stopped with a
+   * ranged GET of the same version (If-Match on its ETag), up to the retry count.
+   */
   async getStream(key: string): Promise<Readable> {
-    try {
-      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key) }));
-      return out.Body as Readable;
-    } catch (error) {
-      if (S3ObjectStore.isMissing(error)) throw new NotFoundError(`${this.url(key)} does not exist`);
-      throw this.failure(error, "download", key);
-    }
+    const request = async (start: number, etag: string | undefined) => {
+      try {
+        return await this.client.send(
+          new GetObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key), Range: start > 0 ? `bytes=${start}-` : undefined, IfMatch: etag }),
+        );
+      } catch (error) {
+        if (S3ObjectStore.isMissing(error)) throw new NotFoundError(`${this.url(key)} does not exist`);
+        throw this.failure(error, "download", key);
+      }
+    };
+    const first = await request(0, undefined);
+    const etag = first.ETag;
+    const retryingBody = async function* (this: S3ObjectStore): AsyncGenerator<Buffer> {
+      let received = 0;
+      let body = first.Body as Readable;
+      for (let attempt = 1; ; attempt++) {
+        try {
+          for await (const chunk of body) {
+            received += (chunk as Buffer).length;
+            yield chunk as Buffer;
+          }
+          return;
+        } catch (error) {
+          if (!brokenTransfer(error) || attempt > this.retryCount) throw this.failure(error, "download", key);
+          this.logger.warn(`reading ${this.url(key)} broke off after ${received} bytes (${(error as Error).message}); resuming`);
+          body = (await request(received, etag)).Body as Readable;
+        }
+      }
+    };
+    return Readable.from(retryingBody.call(this), { objectMode: false });
   }
 
-  async copy(sourceKey: string, destinationKey: string): Promise<void> {
+  async copy(sourceKey: string, destinationKey: string, options: { createOnly?: boolean } = {}): Promise<void> {
     try {
       await this.client.send(
         new CopyObjectCommand({
           Bucket: this.bucket,
           Key: this.fullKey(destinationKey),
           CopySource: encodeURI(`${this.bucket}/${this.fullKey(sourceKey)}`),
+          IfNoneMatch: options.createOnly ? "*" : undefined,
         }),
       );
     } catch (error) {
+      if (options.createOnly && S3ObjectStore.isPreconditionFailed(error)) throw new ConflictError(`${this.url(destinationKey)} already exists`);
+      if (S3ObjectStore.isMissing(error)) throw new NotFoundError(`${this.url(sourceKey)} does not exist`);
       throw this.failure(error, "copy", sourceKey);
     }
   }

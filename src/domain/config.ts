@@ -50,6 +50,7 @@ export const configFileSchema = z.strictObject({
       chunk_size_mb: z.number().int().min(1).max(64).optional(),
       compression_workers: z.number().int().min(1).max(64).optional(),
       max_image_mb_without_size: z.number().int().min(1).optional(),
+      idle_timeout: z.union([z.string(), z.number()]).optional(),
     })
     .optional(),
   storage: z
@@ -89,6 +90,8 @@ export interface ResolvedConfig {
   readonly transfer: TransferSettings;
   readonly storageFormat: StorageFormat;
   readonly dockerTimeoutMs: number | undefined;
+  /** An S3 connection that sends or receives nothing for this long fails, and the request is retried. */
+  readonly idleTimeoutMs: number;
   readonly deploy: DeployConfig;
   readonly profiles: readonly string[];
   readonly defaultProfile: string;
@@ -102,6 +105,7 @@ export interface ResolveInput {
 }
 
 const MiB = 1024 * 1024;
+export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
 
 /** `30s`, `5m`, `2h`, `1500ms` or a number of seconds. */
 export function parseDuration(value: string | number, what: string): number {
@@ -117,6 +121,13 @@ function gzipLevel(compression: string | undefined): number {
   const [kind, level] = compression.split(":");
   if (kind === "none") return 0;
   return level === undefined ? DEFAULT_GZIP_LEVEL : Number(level);
+}
+
+function idleTimeout(value: string | number | undefined): number {
+  if (value === undefined) return DEFAULT_IDLE_TIMEOUT_MS;
+  const ms = parseDuration(value, "transfer.idle_timeout");
+  if (ms < 100) throw new ConfigError(`transfer.idle_timeout: ${JSON.stringify(value)} is too short (at least 100ms)`);
+  return ms;
 }
 
 function logLevelNumber(level: 1 | 2 | 3 | "error" | "warn" | "info" | "debug" | undefined): 1 | 2 | 3 | undefined {
@@ -183,6 +194,7 @@ export function resolveConfig(input: ResolveInput): ResolvedConfig {
     storageFormat: storageFormat(nonEmpty(env.S3DOCK_STORAGE_FORMAT)) ?? config.storage?.format ?? "layers",
     dockerTimeoutMs:
       config.docker?.timeout === undefined ? undefined : parseDuration(config.docker.timeout, "docker.timeout"),
+    idleTimeoutMs: idleTimeout(transfer.idle_timeout),
     deploy: config.deploy ?? {},
     profiles: knownProfiles,
     defaultProfile,

@@ -45,6 +45,9 @@ export const imageMetadataSchema = z.looseObject({
   manifest_digest: z.string().regex(/^sha256:[0-9a-f]{64}$/).optional(),
   /** The bytes of the image's blobs (its compressed layers, config and manifest). */
   stored_size: z.number().int().nonnegative().optional(),
+  write_id: z.string().optional(),
+  /** Set by `cleanup remote` while it deletes the image: readers treat the image as gone. */
+  deleting: z.looseObject({ since: z.string(), by: z.string() }).optional(),
 });
 export type ImageMetadata = z.infer<typeof imageMetadataSchema>;
 
@@ -58,8 +61,24 @@ export const pointerSchema = z.looseObject({
   git_time: z.string(),
   source_image: z.string(),
   source_tag: z.string().optional(),
+  /**
+   * Unique to each write: a writer whose answer was lost finds its own write by it, and no two
+   * writes of the same content are mistaken for one another.
+   */
+  write_id: z.string().optional(),
 });
 export type PointerDocument = z.infer<typeof pointerSchema>;
+
+/** `.s3dock/push-claims/…`: which push may write an image name now, and for which image. */
+export const pushClaimSchema = z.looseObject({
+  image_tag: z.string(),
+  image_id: z.string(),
+  layers: z.array(z.string()).optional(),
+  claimed_by: z.string(),
+  claimed_at: goTime,
+  write_id: z.string(),
+});
+export type PushClaim = z.infer<typeof pushClaimSchema>;
 
 export const auditEventSchema = z.looseObject({
   event_type: z.string(),

@@ -96,17 +96,32 @@ export function auditKey(app: string, month: string, stamp: string, event: Audit
   return `${safeKey("audit", app, month, `${stamp}-${event}-${hash}-${unique}`)}.json`;
 }
 
-/** Where an image pair goes when a push replaces it: `archive/{app}/{YYYYMM}/{base}-archived-on-{stamp}.tar.gz`. */
-export function archivedImageKey(imageObjectKey: string, stamp: string): string {
+/**
+ * Where an image pair goes when a push replaces it:
+ * `archive/{app}/{YYYYMM}/{base}-archived-on-{stamp}-{unique}.tar.gz`. The Go layout plus a unique
+ * suffix: two replacements within a minute never share a key.
+ */
+export function archivedImageKey(imageObjectKey: string, stamp: string, unique: string): string {
   const parsed = parseImageKey(imageObjectKey);
   if (!parsed || parsed.kind !== "image") throw new Error(`not an image key: ${imageObjectKey}`);
-  return safeKey("archive", parsed.app, parsed.month, `${imageBaseName(parsed)}-archived-on-${stamp}${IMAGE_SUFFIX}`);
+  return safeKey("archive", parsed.app, parsed.month, `${imageBaseName(parsed)}-archived-on-${stamp}-${unique}${IMAGE_SUFFIX}`);
 }
 
-/** Where `tag --force` moves the tag it replaces: `archive/{app}/tags/{version}-archived-on-{stamp}.json`. */
-export function archivedTagKey(app: string, version: string, stamp: string): string {
-  return `${safeKey("archive", app, "tags", `${version}-archived-on-${stamp}`)}.json`;
+/** Where `tag --force` keeps the tag it replaced: `archive/{app}/tags/{version}-archived-on-{stamp}-{unique}.json`. */
+export function archivedTagKey(app: string, version: string, stamp: string, unique: string): string {
+  return `${safeKey("archive", app, "tags", `${version}-archived-on-${stamp}-${unique}`)}.json`;
 }
+
+/**
+ * `.s3dock/push-claims/{app}/{base}.json`: created (create-only) by the push that is about to write
+ * an image name, so that a concurrent push of other content under that name is refused before it
+ * writes anything. Outside images/, so no lister of either tool sees it.
+ */
+export const pushClaimKey = (ref: ImageRef): string => `${safeKey(".s3dock", "push-claims", ref.app, imageBaseName(ref))}.json`;
+
+/** `.s3dock/staging/{app}/{base}-{unique}.tar.gz`: where `push --force` stores the new content before anything is archived. */
+export const stagingKey = (ref: ImageRef, unique: string): string => safeKey(".s3dock", "staging", ref.app, `${imageBaseName(ref)}-${unique}${IMAGE_SUFFIX}`);
+export const stagingPrefix = (app: string): string => `${safeKey(".s3dock", "staging", app)}/`;
 
 /** The second path segment of `images/{app}/…`, `tags/{app}/…` or `pointers/{app}/…` common prefixes. */
 export function appFromPrefix(commonPrefix: string): string | undefined {

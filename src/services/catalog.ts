@@ -10,7 +10,7 @@ import {
   type ParsedImageKey,
 } from "../domain/keys.js";
 import { formatImageRef, type ImageRef } from "../domain/names.js";
-import type { ObjectStore } from "../clients/object-store.js";
+import type { ObjectInfo, ObjectStore } from "../clients/object-store.js";
 
 export interface StoredImage {
   readonly key: string;
@@ -21,7 +21,22 @@ export interface StoredImage {
   readonly name: string;
   readonly metadata: ImageMetadata;
   readonly metadataEtag: string;
+  /** The metadata document as stored, for archiving it and writing it back unchanged. */
+  readonly metadataText: string;
+  /** A live `cleanup remote` is deleting it: it counts as gone (a mark older than STALE_MARK_MS does not count). */
+  readonly markedForDeletion: boolean;
 }
+
+/** Why an image marked by `cleanup remote` counts as gone, for messages. */
+export function beingDeleted(image: StoredImage): string {
+  return `image ${image.name} is being deleted by cleanup remote (since ${image.metadata.deleting!.since})`;
+}
+
+/** A mark older than this was left by a cleanup that died: readers ignore it, the next cleanup takes it over. */
+export const STALE_MARK_MS = 60 * 60 * 1000;
+
+/** Go writes up to nine fractional digits; Date.parse takes three. */
+export const parseGoTime = (value: string): number => Date.parse(value.replace(/(\.\d{3})\d+/, "$1"));
 
 export class ImageCatalog {
   constructor(private readonly store: ObjectStore) {}
@@ -41,7 +56,10 @@ export class ImageCatalog {
     if (!stored) return undefined;
     const metadata = parseDocument(imageMetadataSchema, stored.text, this.store.url(metadataKey));
     checkMetadataMatchesKey(metadata, parsed, this.store.url(metadataKey));
-    return { key, metadataKey, month: parsed.month, ref: parsed, name: parsed.ref, metadata, metadataEtag: stored.etag };
+    const mark = metadata.deleting;
+    const markedForDeletion = mark !== undefined && !(this.store.serverNow().getTime() - parseGoTime(mark.since) > STALE_MARK_MS);
+    return {
+      markedForDeletion, key, metadataKey, month: parsed.month, ref: parsed, name: parsed.ref, metadata, metadataEtag: stored.etag, metadataText: stored.text };
   }
 
   /** Looks in every month folder (the Go tool only looks in the current one); the newest month wins. */
@@ -51,13 +69,28 @@ export class ImageCatalog {
     return found.find((image) => image !== undefined);
   }
 
+  /** The stored image, which must not be marked for deletion by `cleanup remote`. */
   async require(ref: ImageRef): Promise<StoredImage> {
     const image = await this.find(ref);
     if (!image) {
       const name = formatImageRef(ref);
       throw new NotFoundError(`image ${name} is not in ${this.store.url("")} (push it first: s3dock push ${name})`);
     }
+    if (image.markedForDeletion) throw new NotFoundError(beingDeleted(image));
     return image;
+  }
+
+  /**
+   * Why the image no longer counts as stored (deleted, or marked for deletion by `cleanup remote`),
+   * or undefined while it does. A command that has just written a tag or pointer naming the image
+   * asks this afterwards: a cleanup that marks the image later looks for references only after
+   * marking, so it sees the new one and leaves the image alone; one that marked it earlier is
+   * caught here, and the command takes its write back.
+   */
+  async whyGone(image: StoredImage): Promise<string | undefined> {
+    const now = await this.readAt(image.key);
+    if (!now) return `image ${image.name} was deleted from ${this.store.url(image.key)} while this command ran`;
+    return now.markedForDeletion ? beingDeleted(now) : undefined;
   }
 
   /** The image a tag or pointer names; missing metadata or a missing object is an error naming both. */
@@ -66,6 +99,7 @@ export class ImageCatalog {
     if (!image || !object) {
       throw new NotFoundError(`${namedBy} points to ${this.store.url(key)}, which is ${image ? "missing its image object" : "not in the bucket (no metadata)"}`);
     }
+    if (image.markedForDeletion) throw new NotFoundError(`${namedBy} points to ${beingDeleted(image)}`);
     return image;
   }
 
@@ -74,21 +108,32 @@ export class ImageCatalog {
    * push in progress or interrupted is never listed.
    */
   async list(app: string, month?: string): Promise<ParsedImageKey[]> {
+    return (await this.listPairs(app, month)).map((pair) => pair.image);
+  }
+
+  /** As list, with what the listing says of each object and metadata document (size, ETag, server time). */
+  async listPairs(app: string, month?: string): Promise<StoredPair[]> {
     const prefix = month ? `${imagesPrefix(app)}${month}/` : imagesPrefix(app);
-    const seen = new Map<string, Set<"image" | "metadata">>();
-    const images = new Map<string, ParsedImageKey>();
+    const pairs = new Map<string, { image?: ParsedImageKey; object?: ObjectInfo; metadata?: ObjectInfo }>();
     for await (const object of this.store.list(prefix)) {
       const parsed = parseImageKey(object.key);
       if (!parsed || parsed.app !== app) continue;
       const id = `${parsed.month}/${parsed.ref}`;
-      const kinds = seen.get(id) ?? new Set();
-      kinds.add(parsed.kind);
-      seen.set(id, kinds);
-      if (parsed.kind === "image") images.set(id, parsed);
+      const pair = pairs.get(id) ?? {};
+      if (parsed.kind === "image") {
+        pair.image = parsed;
+        pair.object = object;
+      } else pair.metadata = object;
+      pairs.set(id, pair);
     }
-    return [...images.entries()]
-      .filter(([id]) => seen.get(id)!.size === 2)
-      .map(([, image]) => image)
-      .sort((a, b) => (a.ref < b.ref ? 1 : a.ref > b.ref ? -1 : b.month.localeCompare(a.month)));
+    return [...pairs.values()]
+      .filter((pair): pair is StoredPair => pair.image !== undefined && pair.metadata !== undefined)
+      .sort((a, b) => (a.image.ref < b.image.ref ? 1 : a.image.ref > b.image.ref ? -1 : b.image.month.localeCompare(a.image.month)));
   }
+}
+
+export interface StoredPair {
+  readonly image: ParsedImageKey;
+  readonly object: ObjectInfo;
+  readonly metadata: ObjectInfo;
 }

@@ -1,18 +1,26 @@
 /**
  * cleanup: removes what nothing refers to any more. Locally, an app's older images in the engine;
- * remotely, bucket images that no version tag or env pointer names. References are read again right
- * before each remote delete, so an image promoted meanwhile survives.
+ * remotely, bucket images that no version tag or env pointer names, by a protocol (removeBatch)
+ * under which a concurrent promote, tag, push or pull never ends up naming a deleted image.
  */
-import { archivedImageKey, imageKey, imagesPrefix, metadataKeyFor } from "../domain/keys.js";
+import pMap from "p-map";
+import { ConflictError } from "../errors.js";
+import { serializeDocument } from "../domain/documents.js";
+import { archivedImageKey, imageKey, imagesPrefix, metadataKeyFor, stagingPrefix } from "../domain/keys.js";
 import { parseAppName, parseImageRef } from "../domain/names.js";
-import { formatLocalStamp, gitTimeToDate } from "../domain/time.js";
+import { formatGoTime, formatLocalStamp } from "../domain/time.js";
 import { AuditLog } from "./audit.js";
 import { ImageCatalog } from "./catalog.js";
 import type { ServiceContext } from "./context.js";
 import { Lister } from "./lister.js";
+import { References, ReferenceScan } from "./references.js";
 
 /** An unfinished multipart upload older than this belongs to a push that died. */
 export const STALE_UPLOAD_MS = 60 * 60 * 1000;
+/** Candidates marked, checked and deleted together; each batch ends with its audit event. */
+const BATCH_SIZE = 200;
+/** Images marked or deleted at once. */
+const DELETE_CONCURRENCY = 16;
 
 export interface Skipped {
   readonly image: string;
@@ -55,9 +63,6 @@ export interface RemoteCleanupOptions {
   readonly yes: boolean;
 }
 
-/** Go writes up to nine fractional digits; Date.parse takes three. */
-const parseGoTime = (value: string): number => Date.parse(value.replace(/(\.\d{3})\d+/, "$1"));
-
 export class Cleaner {
   private readonly catalog: ImageCatalog;
   private readonly lister: Lister;
@@ -67,15 +72,6 @@ export class Cleaner {
     this.catalog = new ImageCatalog(ctx.store);
     this.lister = new Lister(ctx);
     this.audit = new AuditLog(ctx);
-  }
-
-  /** Image name → why it must stay (the first tag or env naming it). Read fresh on every call. */
-  async references(app: string): Promise<Map<string, string>> {
-    const [tags, envs] = await Promise.all([this.lister.tags(app), this.lister.envs(app)]);
-    const named = new Map<string, string>();
-    for (const env of envs) if (!named.has(env.source_image)) named.set(env.source_image, `named by environment ${env.environment}`);
-    for (const tag of tags) if (!named.has(tag.target_image)) named.set(tag.target_image, `named by tag ${tag.version}`);
-    return named;
   }
 
   /** Removes the app's older images from the engine: never the newest `keep`, one a container uses, or one an env pointer names. */
@@ -104,75 +100,169 @@ export class Cleaner {
 
   async remote(appInput: string, options: RemoteCleanupOptions): Promise<RemoteCleanupResult> {
     const app = parseAppName(appInput);
-    const { store, clock, logger } = this.ctx;
-    const now = clock.now();
-    const [images, referenced] = await Promise.all([this.catalog.list(app), this.references(app)]);
-    const candidates: RemoteCandidate[] = [];
+    const { store, clock } = this.ctx;
+    const scan = new ReferenceScan(store, new References(store, this.catalog), (message) => this.ctx.logger.warn(`skipped: ${message}`));
+    const [pairs, referenced] = await Promise.all([this.catalog.listPairs(app), scan.scan(app)]);
+    // The bucket's clock (its Date header) against the objects' LastModified: a host whose own
+    // clock is off deletes nothing early. The metadata's LastModified is the last push of the image.
+    const now = clock.now().getTime();
+    const candidates: Candidate[] = [];
     const skipped: Skipped[] = [];
-    for (const [index, parsed] of images.entries()) {
-      const name = parsed.ref;
-      if (referenced.has(name)) {
-        skipped.push({ image: name, reason: referenced.get(name)! });
+    for (const [index, pair] of pairs.entries()) {
+      const name = pair.image.ref;
+      const key = imageKey(pair.image, pair.image.month);
+      const reason = referenced.get(key);
+      if (reason) {
+        skipped.push({ image: name, reason });
         continue;
       }
       if (index < options.keep) {
         skipped.push({ image: name, reason: `among the newest ${options.keep}` });
         continue;
       }
-      const key = imageKey(parsed, parsed.month);
-      const image = await this.catalog.readAt(key);
-      if (!image) continue; // deleted since the listing
-      const created = parseGoTime(image.metadata.created_at);
-      const age = now.getTime() - (Number.isNaN(created) ? gitTimeToDate(image.ref.gitTime).getTime() : created);
-      const base = { image: name, key, size: image.metadata.size, created_at: image.metadata.created_at };
+      const age = now - (pair.metadata.lastModified?.getTime() ?? now);
+      const base = { image: name, key, size: pair.object.size, created_at: pair.metadata.lastModified?.toISOString() ?? "", metadataEtag: pair.metadata.etag };
       if (age >= options.olderThanMs) candidates.push({ ...base, action: "delete" });
-      else if (options.archiveOlderThanMs !== undefined && age >= options.archiveOlderThanMs) {
-        candidates.push({ ...base, action: "archive", archive_key: archivedImageKey(key, formatLocalStamp(now)) });
-      } else skipped.push({ image: name, reason: "too young" });
+      else if (options.archiveOlderThanMs !== undefined && age >= options.archiveOlderThanMs) candidates.push({ ...base, action: "archive" });
+      else skipped.push({ image: name, reason: "too young" });
     }
-    const staleUploads = (await store.listPendingUploads(imagesPrefix(app))).filter(
-      (upload) => upload.initiated !== undefined && now.getTime() - upload.initiated.getTime() > STALE_UPLOAD_MS,
+    const staleUploads = (await Promise.all([imagesPrefix(app), stagingPrefix(app)].map((prefix) => store.listPendingUploads(prefix)))).flat().filter(
+      (upload) => upload.initiated !== undefined && now - upload.initiated.getTime() > STALE_UPLOAD_MS,
     );
     const stale_uploads = staleUploads.map((upload) => ({ key: upload.key, initiated: upload.initiated?.toISOString() }));
+    const visible = (c: Candidate): RemoteCandidate => ({ image: c.image, key: c.key, size: c.size, created_at: c.created_at, action: c.action });
     if (!options.yes) {
       const bytes = candidates.filter((c) => c.action === "delete").reduce((sum, c) => sum + c.size, 0);
-      return { app, dry_run: true, candidates, deleted: [], skipped, bytes_freed: bytes, stale_uploads };
+      return { app, dry_run: true, candidates: candidates.map(visible), deleted: [], skipped, bytes_freed: bytes, stale_uploads };
     }
 
     const deleted: RemoteCandidate[] = [];
-    for (const candidate of candidates) {
-      // A promote or tag may have named it since the listing: look again right before the delete.
-      const reason = (await this.references(app)).get(candidate.image);
-      if (reason) {
-        skipped.push({ image: candidate.image, reason: `${reason} (since the listing)` });
-        continue;
-      }
-      const metadataKey = metadataKeyFor(candidate.key);
-      if (candidate.action === "archive") {
-        await store.copy(candidate.key, candidate.archive_key!);
-        await store.copy(metadataKey, metadataKeyFor(candidate.archive_key!));
-      }
-      // Metadata first: without it the image is invisible to every reader at once.
-      await store.delete(metadataKey);
-      await store.delete(candidate.key);
-      logger.info(`${candidate.action === "archive" ? "archived" : "deleted"} ${candidate.image} (${candidate.size} bytes)`);
-      deleted.push(candidate);
+    for (let start = 0; start < candidates.length; start += BATCH_SIZE) {
+      const batch = await this.removeBatch(app, candidates.slice(start, start + BATCH_SIZE), scan, skipped);
+      deleted.push(...batch);
     }
     for (const upload of staleUploads) {
       await store.abortUpload(upload);
-      logger.info(`aborted the unfinished upload of ${upload.key}`);
+      this.ctx.logger.info(`aborted the unfinished upload of ${upload.key}`);
     }
     const bytesFreed = deleted.filter((c) => c.action === "delete").reduce((sum, c) => sum + c.size, 0);
-    const first = deleted[0];
+    return { app, dry_run: false, candidates: candidates.map(visible), deleted, skipped, bytes_freed: bytesFreed, stale_uploads };
+  }
+
+  /**
+   * One batch of the deletion protocol. 1: mark each candidate's metadata as being deleted, with
+   * If-Match on the ETag the listing saw, so an image pushed again, promoted or changed in any way
+   * since is left alone. 2: only then look for references again. A tag or pointer written before
+   * a mark is found here, and the image is unmarked and kept; one written after it is taken back by
+   * its writer, which checks the image afterwards (ImageCatalog.whyGone). 3: delete the object, then
+   * the metadata, each image only while its metadata is still our mark. 4: one audit event for the
+   * batch, so an interrupted run has recorded what it deleted so far.
+   */
+  private async removeBatch(app: string, batch: Candidate[], scan: ReferenceScan, skipped: Skipped[]): Promise<RemoteCandidate[]> {
+    const { store, logger, clock, uniqueId, user } = this.ctx;
+    const cleanupId = uniqueId();
+    const marked = (
+      await pMap(
+        batch,
+        async (candidate) => {
+          const outcome = await this.mark(candidate, { since: formatGoTime(clock.now()), by: `${user} (cleanup ${cleanupId})` });
+          if (typeof outcome === "string") skipped.push({ image: candidate.image, reason: outcome });
+          return typeof outcome === "string" ? [] : [outcome];
+        },
+        { concurrency: DELETE_CONCURRENCY },
+      )
+    ).flat();
+    const referenced = await scan.scan(app);
+    const removed = (
+      await pMap(
+        marked,
+        async (mark) => {
+          const { candidate } = mark;
+          const reason = referenced.get(candidate.key);
+          if (reason) {
+            await store.putText(metadataKeyFor(candidate.key), mark.original, { ifMatch: mark.etag }).catch((error: Error) => {
+              logger.warn(`could not unmark ${candidate.image}: ${error.message} (readers ignore the mark after an hour)`);
+            });
+            skipped.push({ image: candidate.image, reason: `${reason} (since the listing)` });
+            return [];
+          }
+          const done = await this.remove(mark);
+          return done ? [done] : [];
+        },
+        { concurrency: DELETE_CONCURRENCY },
+      )
+    ).flat();
+    const first = removed[0];
     if (first) {
       const { gitHash, gitTime } = parseImageRef(first.image);
       await this.audit.record("cleanup", { app, gitHash, gitTime }, {
-        deleted: deleted.filter((c) => c.action === "delete").map((c) => c.image),
-        archived: deleted.filter((c) => c.action === "archive").map((c) => c.image),
-        bytes_freed: bytesFreed,
-        aborted_uploads: stale_uploads.length,
+        deleted: removed.filter((c) => c.action === "delete").map((c) => c.image),
+        archived: removed.filter((c) => c.action === "archive").map((c) => c.image),
+        bytes_freed: removed.filter((c) => c.action === "delete").reduce((sum, c) => sum + c.size, 0),
       });
     }
-    return { app, dry_run: false, candidates, deleted, skipped, bytes_freed: bytesFreed, stale_uploads };
+    return removed.map((c) => ({ image: c.image, key: c.key, size: c.size, created_at: c.created_at, action: c.action, ...(c.archive_key ? { archive_key: c.archive_key } : {}) }));
   }
+
+  /** Marks the candidate's metadata (If-Match on the listed ETag); a string says why it is left alone. */
+  private async mark(candidate: Candidate, deleting: { since: string; by: string }): Promise<Mark | string> {
+    const { store } = this.ctx;
+    const image = await this.catalog.readAt(candidate.key);
+    if (!image) return "deleted since the listing";
+    if (image.markedForDeletion) return `being deleted by another cleanup (${image.metadata.deleting!.by})`;
+    if (image.metadataEtag !== candidate.metadataEtag) return "changed since the listing (pushed again?)";
+    const text = serializeDocument({ ...image.metadata, deleting });
+    try {
+      const { etag } = await store.putText(image.metadataKey, text, { ifMatch: image.metadataEtag });
+      // Restoring it (unmarking) writes the metadata back as it was, with a new write id.
+      const original = serializeDocument({ ...image.metadata, deleting: undefined, write_id: this.ctx.uniqueId() });
+      return { candidate, etag, original, archivedMetadata: image.metadataText };
+    } catch (error) {
+      if (error instanceof ConflictError) return "changed since the listing";
+      throw error;
+    }
+  }
+
+  /** Archives (when asked) and deletes one marked image: the object first, then the metadata, while it is still our mark. */
+  private async remove(mark: Mark): Promise<(Candidate & { archive_key?: string }) | undefined> {
+    const { store, logger, clock, uniqueId } = this.ctx;
+    const { candidate } = mark;
+    const metadataKey = metadataKeyFor(candidate.key);
+    let archiveKey: string | undefined;
+    if (candidate.action === "archive") {
+      archiveKey = archivedImageKey(candidate.key, formatLocalStamp(clock.now()), uniqueId());
+      await store.copy(candidate.key, archiveKey, { createOnly: true });
+      await store.putText(metadataKeyFor(archiveKey), mark.archivedMetadata, { ifNoneMatch: true });
+    }
+    if ((await store.head(metadataKey))?.etag !== mark.etag) {
+      logger.warn(`${candidate.image} changed while being deleted: left alone`);
+      return undefined;
+    }
+    // The object first: while the marked metadata stands the image counts as gone for every reader,
+    // and no push writes the key (it refuses a marked image), so nothing can slip in between.
+    await store.delete(candidate.key);
+    await store.delete(metadataKey);
+    logger.info(`${candidate.action === "archive" ? "archived" : "deleted"} ${candidate.image} (${candidate.size} bytes)`);
+    return { ...candidate, ...(archiveKey ? { archive_key: archiveKey } : {}) };
+  }
+}
+
+interface Candidate {
+  readonly image: string;
+  readonly key: string;
+  readonly size: number;
+  readonly created_at: string;
+  readonly action: "delete" | "archive";
+  /** The metadata's ETag in the listing the decision was made on. */
+  readonly metadataEtag: string;
+}
+
+interface Mark {
+  readonly candidate: Candidate;
+  /** The ETag of our marked metadata. */
+  readonly etag: string;
+  /** The metadata to write back if a reference turns up. */
+  readonly original: string;
+  /** The metadata as it was before the mark, for the archive. */
+  readonly archivedMetadata: string;
 }

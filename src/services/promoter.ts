@@ -3,7 +3,7 @@
  * compare-and-swap (If-Match on the ETag read), so concurrent promotes never lose an update and
  * the audit event names the predecessor this swap really replaced.
  */
-import { ConflictError } from "../errors.js";
+import { ConflictError, NotFoundError } from "../errors.js";
 import { serializeDocument, type PointerDocument } from "../domain/documents.js";
 import { pointerKey } from "../domain/keys.js";
 import { parseAppName, parseEnvName, parseImageRef, parseVersion } from "../domain/names.js";
@@ -61,7 +61,7 @@ export class Promoter {
   }
 
   private async swap(target: { app: string; image: StoredImage; tag: StoredTag | undefined }, env: string, attempt: number): Promise<PromoteResult> {
-    const { store, clock, user, logger } = this.ctx;
+    const { store, clock, user, logger, uniqueId } = this.ctx;
     const { app, image, tag } = target;
     const key = pointerKey(app, env);
     const sourceType = tag ? "tag" : "image";
@@ -82,14 +82,23 @@ export class Promoter {
       git_time: image.ref.gitTime,
       source_image: image.name,
       ...(tag ? { source_tag: tag.version } : {}),
+      write_id: uniqueId(),
     };
+    const text = serializeDocument(document);
+    let written: { etag: string };
     try {
-      await store.putText(key, serializeDocument(document), current ? { ifMatch: current.etag } : { ifNoneMatch: true });
+      written = await store.putText(key, text, current ? { ifMatch: current.etag } : { ifNoneMatch: true });
     } catch (error) {
       if (error instanceof ConflictError) {
         throw new ConflictError(`environment ${env} of ${app} was promoted by someone else while this promote ran; nothing was changed (run it again, or pass --retries)`);
       }
       throw error;
+    }
+    // See ImageCatalog.whyGone: a cleanup that marked the image before this write may not see it.
+    const gone = await this.catalog.whyGone(image);
+    if (gone) {
+      await this.references.undoWrite(key, { etag: written.etag, text }, current);
+      throw new NotFoundError(`${gone}: environment ${env} of ${app} was not changed`);
     }
     const previous = current?.document.target_path;
     await this.audit.record("promotion", { app, gitHash: image.ref.gitHash, gitTime: image.ref.gitTime }, {

@@ -1,39 +1,37 @@
 /**
  * push: docker save → tar times set to the commit time → gzip on all cores → digests → multipart
  * upload, as one stream, then the metadata document last, which is what makes the image visible.
+ * A push writes an image's key only while it holds the name's claim (a create-only document), so
+ * two pushes of different content under one name cannot both write it: one wins, one is refused.
  */
 import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { ConflictError, NotFoundError, S3dockError } from "../errors.js";
-import { serializeDocument, type ImageMetadata } from "../domain/documents.js";
-import { archivedImageKey, imageKey, metadataKeyFor } from "../domain/keys.js";
-import { formatImageRef, parseImageRef } from "../domain/names.js";
+import { parseDocument, pushClaimSchema, serializeDocument, type ImageMetadata, type PushClaim } from "../domain/documents.js";
+import { archivedImageKey, imageKey, metadataKeyFor, pushClaimKey, stagingKey } from "../domain/keys.js";
+import { formatImageRef, parseImageRef, type ImageRef } from "../domain/names.js";
 import { sameImage, storedIdentity } from "../domain/image-identity.js";
-import { formatGoTime, formatLocalMonth, formatLocalStamp, gitTimeToDate } from "../domain/time.js";
-import type { ImageInfo } from "../clients/docker.js";
-import { configDigestOfManifest, identityFromArchive } from "../transfer/archive-manifest.js";
-import { collectionPacer, type GarbageCollector } from "../transfer/collection-pacer.js";
-import { DigestTap } from "../transfer/digest.js";
 import { sha256Digest } from "../domain/oci.js";
 import type { StorageFormat } from "../domain/config.js";
 import { BlobStore } from "../storage/blob-store.js";
 import { goStandIn, LayerLayout } from "../storage/layer-layout.js";
 import { LayerGuessMissed, pushLayers, type LayerPushResult } from "../transfer/layer-push.js";
+import { formatGoTime, formatLocalMonth, formatLocalStamp, gitTimeToDate } from "../domain/time.js";
+import type { ImageInfo } from "../clients/docker.js";
+import { configDigestOfManifest, identityFromArchive } from "../transfer/archive-manifest.js";
+import { collectionPacer, type GarbageCollector } from "../transfer/collection-pacer.js";
+import { DigestTap } from "../transfer/digest.js";
 import { parallelGzip } from "../transfer/parallel-gzip.js";
 import { rewriteTarTimes } from "../transfer/tar-times.js";
 import { AuditLog } from "./audit.js";
-import { ImageCatalog, type StoredImage } from "./catalog.js";
+import { beingDeleted, ImageCatalog, type StoredImage } from "./catalog.js";
 import type { ServiceContext } from "./context.js";
+import { Lister } from "./lister.js";
 
 /** How much of the export passes between the full collections that free its spent socket buffers. */
 const COLLECTION_INTERVAL_BYTES = 16 * 1024 * 1024;
-
-export interface PushOptions {
-  /** How to store the image: "layers" (default) or "archive" (one Go-compatible .tar.gz). */
-  readonly format?: StorageFormat;
-}
 
 export interface PushResult {
   readonly image_ref: string;
@@ -50,6 +48,27 @@ export interface PushResult {
   readonly layers_uploaded: number;
   readonly layers_reused: number;
   readonly duration_ms: number;
+  /** push --force only: what was replaced, where it went, and what names the new content now. */
+  readonly replaced?: ReplacedImage;
+}
+
+export interface ReplacedImage {
+  readonly previous_image_id: string | undefined;
+  /** Undefined when the stored object no longer held what its metadata described (nothing to archive). */
+  readonly archive_key: string | undefined;
+  /** The versions and environments that named the old content and now name the new one. */
+  readonly versions: string[];
+  readonly environments: string[];
+}
+
+/** What a stored image, a claim or a local image records of what it is, for storesSameImage. */
+type Recorded = Pick<StoredImage, "name" | "key"> & { readonly metadata: Pick<ImageMetadata, "image_id" | "layers" | "image_created"> };
+
+export interface PushOptions {
+  /** Replace different content stored under the name (archiving it first). */
+  readonly force?: boolean;
+  /** How to store the image: "layers" (default) or "archive" (one Go-compatible .tar.gz). */
+  readonly format?: StorageFormat;
 }
 
 interface Uploaded {
@@ -58,6 +77,11 @@ interface Uploaded {
 }
 
 const NOTHING_UPLOADED: Uploaded["uploaded"] = { bytes: 0, layers: 0, reused: 0 };
+
+/** A claim older than this belongs to a push that died: another push may take it over. */
+export const STALE_CLAIM_MS = 60 * 60 * 1000;
+/** A push re-reads and starts over this often when a concurrent push changes the image under it. */
+const MAX_ATTEMPTS = 3;
 
 export class Pusher {
   private readonly catalog: ImageCatalog;
@@ -68,51 +92,58 @@ export class Pusher {
     this.audit = new AuditLog(ctx);
   }
 
+  /**
+   * An image name holds one content for good: different content under a stored name is refused,
+   * unless `force`, which stores the new content first, then archives the old pair and replaces it.
+   */
   async push(reference: string, options: PushOptions = {}): Promise<PushResult> {
     const format = options.format ?? this.ctx.storageFormat;
     const started = Date.now();
     const ref = parseImageRef(reference);
     const name = formatImageRef(ref);
-    const { docker, store, logger } = this.ctx;
+    const { docker } = this.ctx;
     const local = await docker.inspectImage(name);
     if (!local) throw new NotFoundError(`image ${name} is not in the Docker engine at ${docker.address} (build it first: s3dock build ${ref.app})`);
-
-    const existing = await this.catalog.find(ref);
-    let archived = false;
-    if (existing) {
-      if (await this.storesSameImage(existing, local)) {
-        if (await this.objectIntact(existing)) {
-          logger.info(`${name} is already stored at ${store.url(existing.key)}: skipped`);
-          return this.finish(name, existing.key, existing.metadata, { skipped: true, archived: false, uploaded: NOTHING_UPLOADED }, started);
+    for (let attempt = 1; ; attempt++) {
+      const existing = await this.catalog.find(ref);
+      let same = false;
+      if (existing) {
+        if (existing.markedForDeletion) throw new ConflictError(`${beingDeleted(existing)}: push it again once that cleanup has finished`);
+        same = await this.storesSameImage(existing, local);
+        if (same && (await this.objectIntact(existing))) {
+          const confirmed = await this.confirmStored(existing);
+          if (confirmed) return this.finish(name, confirmed.key, confirmed.metadata, { skipped: true, archived: false, uploaded: NOTHING_UPLOADED }, started);
+          continue;
         }
-        logger.warn(`${store.url(existing.key)} is missing or does not match its metadata: uploading it again`);
-      } else {
-        await this.archive(existing);
-        archived = true;
+        if (!same && !options.force) {
+          throw new ConflictError(
+            `${name} is already stored with different content (image ${existing.metadata.image_id ?? "recorded without an ID"}; this one is ${local.identity.configDigest ?? local.id}): ` +
+              `an image name never changes what it means; build a new commit, or push --force to archive the stored image and replace it`,
+          );
+        }
+      }
+      // Everything that writes the image's key happens under the claim, after looking again.
+      const claim = await this.claim(ref, local);
+      try {
+        const current = await this.catalog.find(ref);
+        if (current?.metadataEtag !== existing?.metadataEtag) {
+          if (attempt < MAX_ATTEMPTS) continue;
+          throw new ConflictError(`${name} keeps being changed by concurrent pushes; run push again`);
+        }
+        return current ? await this.replace(current, local, same, format, started) : await this.store(ref, local, format, started);
+      } finally {
+        await this.releaseClaim(claim);
       }
     }
-
-    const key = existing?.key ?? imageKey(ref, formatLocalMonth(this.ctx.clock.now()));
-    const { metadata, uploaded } =
-      format === "layers" ? await this.uploadLayers(name, key, local) : await this.upload(name, key, local, gitTimeToDate(ref.gitTime));
-    const documentKey = metadataKeyFor(key);
-    const condition = existing ? { ifMatch: existing.metadataEtag } : ({ ifNoneMatch: true } as const);
-    try {
-      await store.putText(documentKey, serializeDocument(metadata), condition);
-    } catch (error) {
-      if (!(error instanceof ConflictError)) throw error;
-      return this.settleConcurrentPush(name, key, metadata, started, archived, uploaded);
-    }
-    logger.info(`pushed ${name} to ${store.url(key)} (${uploaded.bytes} bytes uploaded)`);
-    return this.finish(name, key, metadata, { skipped: false, archived, uploaded }, started);
   }
 
   /**
    * By what the image is (config digest, or layers and creation time: the same whichever engine
-   * pushed it), never by compressed bytes, which differ between encoders.
+   * pushed it), never by compressed bytes, which differ between encoders. The one place that decides
+   * whether a stored (or claimed) image is the local one.
    */
-  private async storesSameImage(existing: StoredImage, local: ImageInfo): Promise<boolean> {
-    const same = sameImage(storedIdentity(existing.metadata), local.identity);
+  private async storesSameImage(existing: Recorded, local: ImageInfo): Promise<boolean> {
+    const same = sameImage(storedIdentity(existing.metadata as ImageMetadata), local.identity);
     if (same !== undefined) return same;
     this.ctx.logger.info(`${existing.name} was stored without an image ID: comparing its content`);
     const body = await this.ctx.store.getStream(existing.key);
@@ -123,21 +154,158 @@ export class Pusher {
   private async objectIntact(existing: StoredImage): Promise<boolean> {
     const head = await this.ctx.store.head(existing.key);
     if (!head || head.size !== existing.metadata.size) return false;
-    if (existing.metadata.manifest_digest) {
-      const layout = this.layerLayout();
-      if ((await layout.blobs.size(existing.metadata.manifest_digest)) === undefined) return false;
-    }
     const etag = existing.metadata.object_etag;
-    return typeof etag !== "string" || etag === head.etag;
+    if (typeof etag === "string" && etag !== head.etag) return false;
+    return !existing.metadata.manifest_digest || (await this.layerLayout().blobs.size(existing.metadata.manifest_digest)) !== undefined;
   }
 
-  /** Copies the stored pair under archive/ before a push with different content replaces it. */
-  private async archive(existing: StoredImage): Promise<void> {
+  /**
+   * "Already stored: skipped" is only said of an image that stays stored: its metadata is
+   * rewritten (a new write id, If-Match on what was read), which changes its ETag and age, so a
+   * `cleanup remote` that chose it earlier fails to mark it. Undefined: it changed meanwhile, look again.
+   */
+  private async confirmStored(existing: StoredImage): Promise<StoredImage | undefined> {
+    // A stale mark left by a cleanup that died goes too.
+    const metadata: ImageMetadata = { ...existing.metadata, deleting: undefined, write_id: this.ctx.uniqueId() };
+    try {
+      const { etag } = await this.ctx.store.putText(existing.metadataKey, serializeDocument(metadata), { ifMatch: existing.metadataEtag });
+      this.ctx.logger.info(`${existing.name} is already stored at ${this.ctx.store.url(existing.key)}: skipped`);
+      return { ...existing, metadata, metadataEtag: etag };
+    } catch (error) {
+      if (!(error instanceof ConflictError)) throw error;
+      this.ctx.logger.debug(`${existing.name}: its metadata changed while confirming it; looking again`);
+      return undefined;
+    }
+  }
+
+  /**
+   * Creates the claim on the image name (create-only). A claim of another push of the same image
+   * (a re-run after a crash, or a concurrent push of the same content) or one older than an hour is
+   * taken over; a live claim for other content means that push wins and this one is refused.
+   */
+  private async claim(ref: ImageRef, local: ImageInfo): Promise<{ key: string; text: string }> {
+    const { store, clock, user, uniqueId } = this.ctx;
+    const name = formatImageRef(ref);
+    const key = pushClaimKey(ref);
+    const document: PushClaim = {
+      image_tag: name,
+      image_id: local.identity.configDigest ?? local.id,
+      layers: [...local.identity.diffIds],
+      image_created: local.identity.created,
+      claimed_by: user,
+      claimed_at: formatGoTime(clock.now()),
+      write_id: uniqueId(),
+    };
+    const text = serializeDocument(document);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await store.putText(key, text, { ifNoneMatch: true });
+        return { key, text };
+      } catch (error) {
+        if (!(error instanceof ConflictError) || attempt >= MAX_ATTEMPTS) throw error;
+      }
+      const held = await store.getText(key);
+      if (!held) continue; // released meanwhile
+      const other = parseDocument(pushClaimSchema, held.text, store.url(key));
+      const age = clock.now().getTime() - Date.parse(other.claimed_at);
+      const same = await this.storesSameImage({ name, key: "", metadata: { image_id: other.image_id, layers: other.layers, image_created: other.image_created as string | undefined } }, local);
+      if (!same && !(age > STALE_CLAIM_MS)) {
+        throw new ConflictError(
+          `another push of ${name} with different content (image ${other.image_id}, by ${other.claimed_by} since ${other.claimed_at}) is under way: ` +
+            `an image name holds one content; build a new commit`,
+        );
+      }
+      this.ctx.logger.info(`${name}: taking over the claim of ${same ? "a push of the same image" : "a push that died"} (by ${other.claimed_by} since ${other.claimed_at})`);
+      try {
+        await store.putText(key, text, { ifMatch: held.etag });
+        return { key, text };
+      } catch (error) {
+        if (!(error instanceof ConflictError) || attempt >= MAX_ATTEMPTS) throw error;
+      }
+    }
+  }
+
+  /** Removes our claim; one another push has taken over stays. A failure here leaves a claim that the next push of this image takes over. */
+  private async releaseClaim(claim: { key: string; text: string }): Promise<void> {
+    try {
+      if ((await this.ctx.store.getText(claim.key))?.text === claim.text) await this.ctx.store.delete(claim.key);
+    } catch (error) {
+      this.ctx.logger.warn(`could not remove the push claim ${this.ctx.store.url(claim.key)}: ${(error as Error).message}`);
+    }
+  }
+
+  /** A name not stored yet: the object under its final key, then the metadata, create-only, last. */
+  private async store(ref: ImageRef, local: ImageInfo, format: StorageFormat, started: number): Promise<PushResult> {
     const { store, logger, clock } = this.ctx;
-    const target = archivedImageKey(existing.key, formatLocalStamp(clock.now()));
-    logger.info(`${existing.name} is stored with different content: archiving it to ${store.url(target)}`);
-    await store.copy(existing.key, target);
-    await store.copy(existing.metadataKey, metadataKeyFor(target));
+    const name = formatImageRef(ref);
+    const key = imageKey(ref, formatLocalMonth(clock.now()));
+    const { metadata, uploaded } = await this.uploadAs(format, name, key, local, gitTimeToDate(ref.gitTime));
+    try {
+      await store.putText(metadataKeyFor(key), serializeDocument(metadata), { ifNoneMatch: true });
+    } catch (error) {
+      if (!(error instanceof ConflictError)) throw error;
+      return this.settleConcurrentPush(name, key, metadata, local, started);
+    }
+    logger.info(`pushed ${name} to ${store.url(key)} (${uploaded.bytes} bytes uploaded)`);
+    return this.finish(name, key, metadata, { skipped: false, archived: false, uploaded }, started);
+  }
+
+  /**
+   * push --force (other content), or a repair (same image, object missing or damaged): the new
+   * content goes to a staging key first, so a failed export archives and changes nothing. Then the
+   * old pair is archived (create-only, unique key), the object replaced by a server-side copy and
+   * the metadata swapped with If-Match on what was read.
+   */
+  private async replace(current: StoredImage, local: ImageInfo, same: boolean, format: StorageFormat, started: number): Promise<PushResult> {
+    const { store, logger, clock, uniqueId } = this.ctx;
+    const name = current.name;
+    if (same) logger.warn(`${store.url(current.key)} is missing or does not match its metadata: uploading it again`);
+    const staging = stagingKey(current.ref, uniqueId());
+    const { metadata: uploaded, uploaded: sent } = await this.uploadAs(format, name, staging, local, gitTimeToDate(current.ref.gitTime));
+    let archiveKey: string | undefined;
+    try {
+      if (!same) {
+        if (await this.objectIntact(current)) {
+          archiveKey = archivedImageKey(current.key, formatLocalStamp(clock.now()), uniqueId());
+          logger.info(`${name} is stored with different content: archiving it to ${store.url(archiveKey)}`);
+          await store.copy(current.key, archiveKey, { createOnly: true });
+          await store.putText(metadataKeyFor(archiveKey), current.metadataText, { ifNoneMatch: true });
+        } else {
+          logger.warn(`${store.url(current.key)} no longer holds what its metadata describes (an earlier replacement cut off?): nothing to archive`);
+        }
+      }
+      await store.copy(staging, current.key);
+      const head = await store.head(current.key);
+      const metadata: ImageMetadata = { ...uploaded, object_etag: head?.etag ?? uploaded.object_etag };
+      try {
+        await store.putText(current.metadataKey, serializeDocument(metadata), { ifMatch: current.metadataEtag });
+      } catch (error) {
+        if (!(error instanceof ConflictError)) throw error;
+        throw new ConflictError(`${name}: its metadata was changed by someone else (a cleanup, or another tool) while this push replaced it; look at it and push again`);
+      }
+      logger.info(`replaced ${name} at ${store.url(current.key)} (${metadata.size} bytes)`);
+      const replaced = same ? undefined : { previous_image_id: current.metadata.image_id, archive_key: archiveKey, ...(await this.namedBy(current)) };
+      return this.finish(name, current.key, metadata, { skipped: false, archived: archiveKey !== undefined, uploaded: sent }, started, replaced);
+    } finally {
+      await store.delete(staging).catch((error: Error) => logger.warn(`could not remove ${store.url(staging)}: ${error.message}`));
+    }
+  }
+
+  /** The versions and environments (directly or through a version) that name the image. */
+  private async namedBy(image: StoredImage): Promise<{ versions: string[]; environments: string[] }> {
+    const lister = new Lister(this.ctx);
+    const [tags, envs] = await Promise.all([lister.tags(image.ref.app), lister.envs(image.ref.app)]);
+    const tagKeys = new Set(tags.filter((tag) => tag.target_image === image.name).map((tag) => tag.s3_path));
+    return {
+      versions: tags.filter((tag) => tagKeys.has(tag.s3_path)).map((tag) => tag.version),
+      environments: envs
+        .filter((env) => (env.target_type === "tag" ? tagKeys.has(env.target_path) : env.target_path === image.key))
+        .map((env) => env.environment),
+    };
+  }
+
+  private uploadAs(format: StorageFormat, name: string, key: string, local: ImageInfo, mtime: Date): Promise<Uploaded> {
+    return format === "layers" ? this.uploadLayers(name, key, local) : this.upload(name, key, local, mtime);
   }
 
   private layerLayout(): LayerLayout {
@@ -199,6 +367,7 @@ export class Pusher {
       object_etag: object.etag,
       pushed_by: user,
       pushed_with: toolVersion,
+      write_id: this.ctx.uniqueId(),
       format: "layers",
       manifest_digest: manifest.digest,
       stored_size: layers.reduce((sum, layer) => sum + layer.blob.size, config.length + manifest.size),
@@ -208,7 +377,7 @@ export class Pusher {
   }
 
   private async upload(name: string, key: string, local: ImageInfo, mtime: Date): Promise<Uploaded> {
-    const { docker, store, transfer, progress, clock, user, toolVersion } = this.ctx;
+    const { docker, store, transfer, progress, clock, user, toolVersion, uniqueId } = this.ctx;
     const bar = progress.start(`push ${name}`, local.size, "bytes");
     const collectGarbage = collectionPacer(COLLECTION_INTERVAL_BYTES, globalThis.gc as GarbageCollector | undefined);
     const exported = new DigestTap(
@@ -258,6 +427,7 @@ export class Pusher {
         object_etag: uploaded.etag,
         pushed_by: user,
         pushed_with: toolVersion,
+        write_id: uniqueId(),
       };
       return { metadata, uploaded: { bytes: digests.size, layers: local.identity.diffIds.length, reused: 0 } };
     } finally {
@@ -266,28 +436,25 @@ export class Pusher {
   }
 
   /**
-   * Another push of this name wrote its metadata first. If our object is the one now stored, our
-   * metadata must describe it, so it replaces theirs; otherwise theirs stands and ours is skipped.
+   * Metadata appeared under our key while we held the claim (another tool, or a push that took the
+   * claim over). Other content stands and this push is refused. The same image: if our object is
+   * the one now stored, our metadata must describe it, so it replaces theirs; otherwise theirs stands.
    */
-  private async settleConcurrentPush(
-    name: string,
-    key: string,
-    mine: ImageMetadata,
-    started: number,
-    archived: boolean,
-    uploaded: Uploaded["uploaded"],
-  ): Promise<PushResult> {
+  private async settleConcurrentPush(name: string, key: string, mine: ImageMetadata, local: ImageInfo, started: number): Promise<PushResult> {
     const { store, logger } = this.ctx;
     const head = await store.head(key);
     const theirs = await this.catalog.readAt(key);
-    if (head && theirs && head.etag === mine.object_etag) {
+    if (!theirs) throw new ConflictError(`${name}: a concurrent push changed ${store.url(key)} while this one ran; run push again`);
+    if (!(await this.storesSameImage(theirs, local))) {
+      throw new ConflictError(`${name}: a concurrent push stored other content under this name first (image ${theirs.metadata.image_id ?? "without an ID"}); this push is refused`);
+    }
+    if (head && head.etag === mine.object_etag) {
       await store.putText(metadataKeyFor(key), serializeDocument(mine), { ifMatch: theirs.metadataEtag });
       logger.info(`${name}: a concurrent push finished first; its metadata now describes the object this push stored`);
-      return this.finish(name, key, mine, { skipped: false, archived, uploaded }, started);
+      return this.finish(name, key, mine, { skipped: false, archived: false, uploaded: NOTHING_UPLOADED }, started);
     }
-    if (!theirs) throw new ConflictError(`${name}: a concurrent push changed ${store.url(key)} while this one ran; run push again`);
     logger.info(`${name}: a concurrent push stored it first: skipped`);
-    return this.finish(name, key, theirs.metadata, { skipped: true, archived, uploaded }, started);
+    return this.finish(name, key, theirs.metadata, { skipped: true, archived: false, uploaded: NOTHING_UPLOADED }, started);
   }
 
   private async finish(
@@ -296,6 +463,7 @@ export class Pusher {
     metadata: ImageMetadata,
     outcome: { skipped: boolean; archived: boolean; uploaded: Uploaded["uploaded"] },
     started: number,
+    replaced?: ReplacedImage,
   ): Promise<PushResult> {
     const ref = parseImageRef(name);
     await this.audit.record("push", { app: ref.app, gitHash: ref.gitHash, gitTime: ref.gitTime }, {
@@ -305,6 +473,7 @@ export class Pusher {
       size: metadata.size,
       ...(outcome.skipped ? { was_skipped: true } : {}),
       ...(outcome.archived ? { was_archived: true } : {}),
+      ...(replaced ? { replaced_image_id: replaced.previous_image_id, archived_to: replaced.archive_key, forced: true } : {}),
     });
     return {
       image_ref: name,
@@ -320,6 +489,7 @@ export class Pusher {
       layers_uploaded: outcome.uploaded.layers,
       layers_reused: outcome.uploaded.reused,
       duration_ms: Date.now() - started,
+      ...(replaced ? { replaced } : {}),
     };
   }
 }

@@ -1,8 +1,9 @@
 /** Version tags and environment pointers: reading them and following them to the image they name. */
 import type { ObjectStore } from "../clients/object-store.js";
-import { IntegrityError, NotFoundError } from "../errors.js";
+import { ConflictError, IntegrityError, NotFoundError } from "../errors.js";
 import { parseDocument, pointerSchema, type PointerDocument } from "../domain/documents.js";
-import { appOfTarget, parseImageKey, pointerKey, tagKey } from "../domain/keys.js";
+import pMap from "p-map";
+import { appOfTarget, nameInPrefix, parseImageKey, pointerKey, pointersPrefix, tagKey, tagsPrefix } from "../domain/keys.js";
 import { versionSpellings } from "../domain/names.js";
 import type { ImageCatalog, StoredImage } from "./catalog.js";
 
@@ -10,6 +11,8 @@ export interface StoredReference {
   readonly key: string;
   readonly etag: string;
   readonly document: PointerDocument;
+  /** The document as stored, to archive or restore it unchanged. */
+  readonly text: string;
 }
 
 export interface StoredTag extends StoredReference {
@@ -26,6 +29,8 @@ export interface ResolvedPointer {
 
 /** Tags pointing at tags are followed this deep at most (the Go tool's current follows any number). */
 const MAX_TAG_HOPS = 8;
+/** Tag and pointer documents read at once. */
+const READ_CONCURRENCY = 16;
 
 export class References {
   constructor(
@@ -36,7 +41,21 @@ export class References {
   async read(key: string): Promise<StoredReference | undefined> {
     const stored = await this.store.getText(key);
     if (!stored) return undefined;
-    return { key, etag: stored.etag, document: parseDocument(pointerSchema, stored.text, this.store.url(key)) };
+    return { key, etag: stored.etag, document: parseDocument(pointerSchema, stored.text, this.store.url(key)), text: stored.text };
+  }
+
+  /**
+   * Takes back a tag or pointer write of ours (`written`): restores `previous`, or removes the
+   * document when there was none. A write someone else made on top of ours since stays.
+   */
+  async undoWrite(key: string, written: { etag: string; text: string }, previous: StoredReference | undefined): Promise<void> {
+    if (previous) {
+      await this.store.putText(key, previous.text, { ifMatch: written.etag }).catch((error: unknown) => {
+        if (!(error instanceof ConflictError)) throw error;
+      });
+      return;
+    }
+    if ((await this.store.getText(key))?.text === written.text) await this.store.delete(key);
   }
 
   readPointer(app: string, env: string): Promise<StoredReference | undefined> {
@@ -100,6 +119,68 @@ export class References {
     }
     const version = pointer.document.source_tag ?? targetPath.split("/").pop()!.replace(/\.json$/, "");
     return { pointer, tag: { ...tagDocument, version }, image: await this.imageOfTag(tagDocument) };
+  }
+}
+
+/**
+ * Which image keys the app's tags and env pointers name, read in one pass. Documents are kept by
+ * ETag between scans, so scanning again costs the listings plus the documents that changed.
+ */
+export class ReferenceScan {
+  private readonly documents = new Map<string, { etag: string; document: PointerDocument | undefined }>();
+
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly references: References,
+    private readonly onUnreadable: (message: string) => void,
+  ) {}
+
+  /** Image key → why it must stay (the first tag or environment naming it). */
+  async scan(app: string): Promise<Map<string, string>> {
+    const [tags, pointers] = await Promise.all([this.read(tagsPrefix(app)), this.read(pointersPrefix(app))]);
+    const imageOf = (key: string): string | undefined => {
+      let document = tags.get(key);
+      for (let hop = 0; document && hop < MAX_TAG_HOPS; hop++) {
+        if (document.target_type === "image") return document.target_path;
+        document = tags.get(document.target_path);
+      }
+      return undefined;
+    };
+    const named = new Map<string, string>();
+    const name = (imageKey: string | undefined, reason: string) => {
+      if (imageKey !== undefined && !named.has(imageKey)) named.set(imageKey, reason);
+    };
+    for (const [key, pointer] of pointers) {
+      const env = nameInPrefix(pointersPrefix(app), key);
+      name(pointer.target_type === "image" ? pointer.target_path : imageOf(pointer.target_path), `named by environment ${env}`);
+    }
+    for (const key of tags.keys()) name(imageOf(key), `named by tag ${nameInPrefix(tagsPrefix(app), key)}`);
+    return named;
+  }
+
+  private async read(prefix: string): Promise<Map<string, PointerDocument>> {
+    const listed: { key: string; etag: string }[] = [];
+    for await (const object of this.store.list(prefix)) if (nameInPrefix(prefix, object.key) !== undefined) listed.push(object);
+    await pMap(
+      listed.filter(({ key, etag }) => this.documents.get(key)?.etag !== etag),
+      async ({ key, etag }) => {
+        try {
+          const found = await this.references.read(key);
+          this.documents.set(key, { etag: found?.etag ?? etag, document: found?.document });
+        } catch (error) {
+          if (!(error instanceof IntegrityError)) throw error;
+          this.onUnreadable(error.message);
+          this.documents.set(key, { etag, document: undefined });
+        }
+      },
+      { concurrency: READ_CONCURRENCY },
+    );
+    const documents = new Map<string, PointerDocument>();
+    for (const { key } of listed) {
+      const document = this.documents.get(key)?.document;
+      if (document) documents.set(key, document);
+    }
+    return documents;
   }
 }
 

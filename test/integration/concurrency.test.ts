@@ -3,41 +3,28 @@
  * against the real S3 server. The images are synthetic (an object and its metadata written with the
  * SDK): tag and promote only need the stored pair, so twenty distinct images cost nothing.
  */
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cliEnv, createBucket, deleteBucket, getText, listKeys, putObject, runJson, runS3dock, type RunResult } from "./harness.js";
+import {
+  cliEnv,
+  createBucket,
+  deleteBucket,
+  getText,
+  listKeys,
+  runJson,
+  runS3dock,
+  storeSyntheticImage as storeSynthetic,
+  type RunResult,
+  type SyntheticImage,
+} from "./harness.js";
 
 const APP = `conc-${randomBytes(3).toString("hex")}`;
 const MONTH = "202501";
 
-interface SyntheticImage {
-  readonly name: string;
-  readonly key: string;
-}
-
 let bucket: string;
 let env: Record<string, string>;
 
-/** Stores an object and its metadata the way a finished push leaves them. */
-async function storeSyntheticImage(index: number): Promise<SyntheticImage> {
-  const gitTime = `20250101-${String(Math.floor(index / 60)).padStart(2, "0")}${String(index % 60).padStart(2, "0")}`;
-  const gitHash = randomBytes(4).toString("hex").slice(0, 7);
-  const name = `${APP}:${gitTime}-${gitHash}`;
-  const key = `images/${APP}/${MONTH}/${APP}-${gitTime}-${gitHash}.tar.gz`;
-  const body = randomBytes(64);
-  await putObject(bucket, key, body);
-  const metadata = {
-    checksum: createHash("md5").update(body).digest("hex"),
-    size: body.length,
-    created_at: "2025-01-01T00:00:00Z",
-    git_hash: gitHash,
-    git_time: gitTime,
-    image_tag: name,
-    app_name: APP,
-  };
-  await putObject(bucket, key.replace(/\.tar\.gz$/, ".json"), JSON.stringify(metadata, null, 2));
-  return { name, key };
-}
+const storeSyntheticImage = (index: number): Promise<SyntheticImage> => storeSynthetic(bucket, APP, index, MONTH);
 
 async function auditEvents(type: string): Promise<Record<string, any>[]> {
   const keys = await listKeys(bucket, `audit/${APP}/`);
@@ -113,7 +100,7 @@ describe("write-once version tags", () => {
     expect(JSON.parse(await getText(bucket, `tags/${APP}/v1.2.0.json`)).target_path).toBe(second.key);
     const archived = await listKeys(bucket, `archive/${APP}/tags/`);
     expect(archived).toHaveLength(1);
-    expect(archived[0]).toMatch(new RegExp(`^archive/${APP}/tags/v1\\.2\\.0-archived-on-\\d{8}-\\d{4}\\.json$`));
+    expect(archived[0]).toMatch(new RegExp(`^archive/${APP}/tags/v1\\.2\\.0-archived-on-\\d{8}-\\d{4}-[0-9a-f]{8}\\.json$`));
     expect(await getText(bucket, archived[0]!)).toBe(before);
     const forced = (await auditEvents("tag")).filter((event) => event.details.version === "v1.2.0" && event.details.replaced_image);
     expect(forced).toHaveLength(1);

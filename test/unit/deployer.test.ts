@@ -270,30 +270,70 @@ describe("deploy settings", () => {
 });
 
 describe("Cleaner.remote", () => {
-  it("re-reads references before each delete, so an image promoted meanwhile survives", async () => {
+  async function pushAll(): Promise<Cleaner> {
     for (const image of [V1, V2, BAD]) {
       ctx.docker.addImage(image);
       await new Pusher(ctx).push(image);
     }
-    const cleaner = new Cleaner(ctx);
+    return new Cleaner(ctx);
+  }
+  const metadataOf = (image: string) => ctx.store.keys("images/").find((key) => key.endsWith(`${image.split(":")[1]}.json`))!;
+
+  it("marks first, then reads references: an image promoted before its mark is unmarked and kept", async () => {
+    const cleaner = await pushAll();
     const dry = await cleaner.remote("shop", { olderThanMs: 0, keep: 0, yes: false });
     expect(dry.candidates.map((c) => c.image)).toEqual([BAD, V2, V1]);
-    const originalDelete = ctx.store.delete.bind(ctx.store);
+    const v1Metadata = metadataOf(V1);
     let promoted = false;
-    ctx.store.delete = async (key: string) => {
-      if (!promoted) {
-        promoted = true;
-        await new Promoter(ctx).promote({ image: V1 }, "production");
-      }
-      return originalDelete(key);
+    ctx.store.beforePutText = async (key) => {
+      if (key !== v1Metadata || promoted) return;
+      promoted = true;
+      await new Promoter(ctx).promote({ image: V1 }, "production");
     };
+    const before = ctx.store.operations.length;
     const real = await cleaner.remote("shop", { olderThanMs: 0, keep: 0, yes: true });
     expect(real.deleted.map((c) => c.image)).toEqual([BAD, V2]);
     expect(real.skipped).toContainEqual({ image: V1, reason: "named by environment production (since the listing)" });
-    expect(ctx.store.keys("images/").filter((key) => key.includes("aaaaaaa"))).toHaveLength(2);
-    // The metadata goes before the object.
-    const deletes = ctx.store.operations.filter((o) => o.op === "delete").map((o) => o.key);
-    expect(deletes[0]).toMatch(/ccccccc\.json$/);
-    expect(deletes[1]).toMatch(/ccccccc\.tar\.gz$/);
+    expect(ctx.store.json(v1Metadata)!.deleting).toBeUndefined();
+    expect((await new Promoter(ctx).promote({ image: V1 }, "staging")).skipped).toBe(false);
+    // Per image: the mark (If-Match), then the object, then the metadata.
+    const ops = ctx.store.operations.slice(before).filter((o) => (o.op === "putText" || o.op === "delete") && o.key.startsWith("images/") && o.key.includes("ccccccc"));
+    expect(ops.map((o) => `${o.op} ${o.key.split(".").pop()}`)).toEqual(["putText json", "delete gz", "delete json"]);
+    expect(ops[0]).toHaveProperty("condition.ifMatch");
+  });
+
+  it("a promote after the mark is refused and leaves no pointer; the image is deleted", async () => {
+    const cleaner = await pushAll();
+    const originalDelete = ctx.store.delete.bind(ctx.store);
+    let attempt: Promise<unknown> | undefined;
+    ctx.store.delete = async (key: string) => {
+      attempt ??= new Promoter(ctx).promote({ image: V1 }, "production").catch((error: unknown) => error);
+      await attempt;
+      return originalDelete(key);
+    };
+    const real = await cleaner.remote("shop", { olderThanMs: 0, keep: 0, yes: true });
+    expect(real.deleted.map((c) => c.image)).toEqual([BAD, V2, V1]);
+    expect(String(await attempt)).toMatch(/being deleted by cleanup remote/);
+    expect(ctx.store.objects.has("pointers/shop/production.json")).toBe(false);
+    expect(ctx.store.keys("audit/").filter((key) => key.includes("-cleanup-"))).toHaveLength(1);
+  });
+
+  it("an image pushed again (skipped) after the listing is left alone", async () => {
+    const cleaner = await pushAll();
+    const originalList = ctx.store.list.bind(ctx.store);
+    let repushed = false;
+    ctx.store.list = (prefix: string) => {
+      if (prefix.startsWith("tags/") && !repushed) {
+        repushed = true;
+        return (async function* () {
+          await new Pusher(ctx).push(V2);
+          yield* originalList(prefix);
+        })();
+      }
+      return originalList(prefix);
+    };
+    const real = await cleaner.remote("shop", { olderThanMs: 0, keep: 0, yes: true });
+    expect(real.deleted.map((c) => c.image)).toEqual([BAD, V1]);
+    expect(real.skipped).toContainEqual({ image: V2, reason: "changed since the listing (pushed again?)" });
   });
 });

@@ -167,6 +167,13 @@ export class FakeObjectStore implements ObjectStore {
     return true;
   }
 
+  /** The server's clock: the context's fake clock (fakeContext sets it), so ages agree with it. */
+  clock: Clock | undefined;
+
+  serverNow(): Date {
+    return this.clock?.now() ?? new Date();
+  }
+
   count(op: StoreOperation["op"], key?: string): number {
     return this.operations.filter((o) => o.op === op && (key === undefined || o.key === key)).length;
   }
@@ -322,7 +329,7 @@ export interface FakeContext extends ServiceContext {
 
 export function fakeContext(overrides: Partial<FakeContext> = {}): FakeContext {
   let unique = 0;
-  return {
+  const context: FakeContext = {
     store: new FakeObjectStore(),
     docker: new FakeDockerEngine(),
     logger: pino({ level: "silent" }),
@@ -336,4 +343,6 @@ export function fakeContext(overrides: Partial<FakeContext> = {}): FakeContext {
     uniqueId: () => `u${(unique++).toString(16).padStart(4, "0")}`,
     ...overrides,
   };
+  context.store.clock ??= context.clock;
+  return context;
 }

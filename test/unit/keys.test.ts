@@ -108,15 +108,15 @@ describe("tag, pointer and archive keys", () => {
 
   it("archives an image under its original month with the archiving stamp", () => {
     const key = imageKey(dashed, "202507");
-    expect(archivedImageKey(key, "20250801-1200")).toBe("archive/my-app-2/202507/my-app-2-20250721-2118-f7a5a27-archived-on-20250801-1200.tar.gz");
-    expect(metadataKeyFor(archivedImageKey(key, "20250801-1200"))).toMatch(/-archived-on-20250801-1200\.json$/);
-    expect(() => archivedImageKey(metadataKeyFor(key), "20250801-1200")).toThrow(/not an image key/);
-    expect(() => archivedImageKey("tags/myapp/v1.json", "20250801-1200")).toThrow(/not an image key/);
+    expect(archivedImageKey(key, "20250801-1200", "1a2b3c4d")).toBe("archive/my-app-2/202507/my-app-2-20250721-2118-f7a5a27-archived-on-20250801-1200-1a2b3c4d.tar.gz");
+    expect(metadataKeyFor(archivedImageKey(key, "20250801-1200", "1a2b3c4d"))).toMatch(/-archived-on-20250801-1200-1a2b3c4d\.json$/);
+    expect(() => archivedImageKey(metadataKeyFor(key), "20250801-1200", "u")).toThrow(/not an image key/);
+    expect(() => archivedImageKey("tags/myapp/v1.json", "20250801-1200", "u")).toThrow(/not an image key/);
   });
 
   it("archives a tag", () => {
-    expect(archivedTagKey("myapp", "v1.2.0", "20250801-1200")).toBe("archive/myapp/tags/v1.2.0-archived-on-20250801-1200.json");
-    expect(() => archivedTagKey("myapp", "a/b", "20250801-1200")).toThrow(/unsafe/);
+    expect(archivedTagKey("myapp", "v1.2.0", "20250801-1200", "1a2b3c4d")).toBe("archive/myapp/tags/v1.2.0-archived-on-20250801-1200-1a2b3c4d.json");
+    expect(() => archivedTagKey("myapp", "a/b", "20250801-1200", "u")).toThrow(/unsafe/);
   });
 });
 

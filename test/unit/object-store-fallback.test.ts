@@ -85,6 +85,7 @@ async function storeOver(options: FakeOptions): Promise<{ store: S3ObjectStore; 
     credentials: { accessKeyId: "fake", secretAccessKey: "fake-secret" },
     retryCount: 0,
     maxSockets: 4,
+    idleTimeoutMs: 30_000,
     logger,
   });
   return { store, objects: fake.objects, logs };

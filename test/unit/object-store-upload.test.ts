@@ -21,6 +21,7 @@ function storeWith(onPart: (partNumber: number) => Promise<void> = async () => u
     credentials: { accessKeyId: "fake", secretAccessKey: "fake-secret" },
     retryCount: 0,
     maxSockets: 4,
+    idleTimeoutMs: 30_000,
     logger: pino({ level: "silent" }),
   });
   const sent: Sent[] = [];

@@ -116,7 +116,7 @@ describe("keys built from accepted values are safe and parse back", () => {
         expect(parseImageKey(key)).toEqual({ ...ref, month: folder, ref: formatImageRef(ref), kind: "image" });
         expect(parseImageKey(metadataKeyFor(key))?.kind).toBe("metadata");
         expect(monthFromPrefix(`${imagesPrefix(ref.app)}${folder}/`)).toBe(folder);
-        assertSafeKey(archivedImageKey(key, "20250101-0000"), `archive/${ref.app}/${folder}/`);
+        assertSafeKey(archivedImageKey(key, "20250101-0000", "0badcafe"), `archive/${ref.app}/${folder}/`);
       }),
       RUNS,
     );

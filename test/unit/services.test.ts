@@ -42,9 +42,14 @@ describe("Pusher", () => {
     expect(formatLocalMonth(ctx.clock.now())).toBe(MONTH);
     expect(result).toMatchObject({ image_ref: REF, s3_key: KEY, skipped: false, archived: false, image_id: local.id });
 
-    const ops = ctx.store.operations.filter((o) => o.op === "upload" || o.op === "putText");
-    expect(ops[0]).toEqual({ op: "upload", key: KEY });
-    expect(ops[1]).toEqual({ op: "putText", key: metadataKeyFor(KEY), condition: { ifNoneMatch: true } });
+    // The claim on the name first (create-only), then the object, then the metadata, create-only, last.
+    const ops = ctx.store.operations.filter((o) => o.op === "upload" || o.op === "putText" || o.op === "delete");
+    const claim = ".s3dock/push-claims/shop/shop-20250721-2118-f7a5a27.json";
+    expect(ops[0]).toEqual({ op: "putText", key: claim, condition: { ifNoneMatch: true } });
+    expect(ops[1]).toEqual({ op: "upload", key: KEY });
+    expect(ops[2]).toEqual({ op: "putText", key: metadataKeyFor(KEY), condition: { ifNoneMatch: true } });
+    expect(ops).toContainEqual({ op: "delete", key: claim });
+    expect(ctx.store.objects.has(claim)).toBe(false);
     // The image's size lets the upload raise its part size for images too large for 10,000 parts.
     expect(ctx.store.uploadOptions[0]).toMatchObject({ expectedBytes: local.size, partSizeBytes: 5 * 1024 * 1024, chunksHandedOver: true });
 
@@ -100,22 +105,71 @@ describe("Pusher", () => {
     expect(ctx.store.keys("images/shop/202509/")).toEqual([]);
   });
 
-  it("archives the stored pair and replaces it when the image ID differs", async () => {
+  it("refuses different content under a stored name, and changes nothing", async () => {
+    await push(REF, "first build");
+    const before = new Map([...ctx.store.objects].filter(([key]) => !key.startsWith("audit/")));
+    ctx.docker.addImage(REF, "second build");
+    await expect(new Pusher(ctx).push(REF)).rejects.toThrow(/already stored with different content.*push --force/);
+    expect(new Map([...ctx.store.objects].filter(([key]) => !key.startsWith("audit/")))).toEqual(before);
+    expect(ctx.store.count("upload")).toBe(1);
+  });
+
+  it("--force stores the new content first, then archives the old pair (unique key, create-only) and replaces it", async () => {
     const first = await push(REF, "first build");
     const oldMetadata = ctx.store.text(metadataKeyFor(KEY))!;
     const oldObject = ctx.store.objects.get(KEY)!.body;
+    await new Tagger(ctx).tag(REF, "v1.0.0");
+    await new Promoter(ctx).promote({ app: "shop", version: "v1.0.0" }, "production");
+    await new Promoter(ctx).promote({ image: REF }, "staging");
     ctx.docker.addImage(REF, "second build");
     ctx.clock.advance(3600_000);
-    const second = await new Pusher(ctx).push(REF);
+    const second = await new Pusher(ctx).push(REF, { force: true });
     expect(second).toMatchObject({ archived: true, skipped: false, s3_key: KEY });
     expect(second.image_id).not.toBe(first.image_id);
-    const archive = "archive/shop/202507/shop-20250721-2118-f7a5a27-archived-on-20250722-1001";
+    expect(second.replaced).toMatchObject({ previous_image_id: first.image_id, versions: ["v1.0.0"], environments: ["production", "staging"] });
+    const archived = ctx.store.keys("archive/shop/202507/");
+    expect(archived).toHaveLength(2);
+    const archive = archived[0]!.replace(/\.json$/, "");
+    expect(archive).toMatch(/^archive\/shop\/202507\/shop-20250721-2118-f7a5a27-archived-on-20250722-1001-u[0-9a-f]{4}$/);
+    expect(second.replaced!.archive_key).toBe(`${archive}.tar.gz`);
     expect(ctx.store.objects.get(`${archive}.tar.gz`)!.body.equals(oldObject)).toBe(true);
     expect(ctx.store.text(`${archive}.json`)).toBe(oldMetadata);
     expect(ctx.store.json(metadataKeyFor(KEY))!.image_id).toBe(second.image_id);
-    // The metadata swap is conditional on the version that was read.
+    // The upload went to a staging key before anything was archived; the staging object is gone.
+    const ops = ctx.store.operations.map((o) => `${o.op} ${o.key}`);
+    const staged = ops.findIndex((o) => /^upload \.s3dock\/staging\/shop\//.test(o));
+    const archivedAt = ops.findIndex((o) => o.startsWith(`copy ${KEY} -> archive/`));
+    expect(staged).toBeGreaterThan(0);
+    expect(archivedAt).toBeGreaterThan(staged);
+    expect(ctx.store.keys(".s3dock/")).toEqual([]);
+    // The metadata swap is conditional on the version that was read; the archive copies are create-only.
     expect(putTexts(metadataKeyFor(KEY)).at(-1)!.condition).toHaveProperty("ifMatch");
+    expect(putTexts(`${archive}.json`)[0]!.condition).toEqual({ ifNoneMatch: true });
     expect(auditEvents().some((e) => (e.details as Record<string, unknown>).was_archived === true)).toBe(true);
+  });
+
+  it("--force whose upload fails has archived and changed nothing", async () => {
+    await push(REF, "first build");
+    const before = new Map([...ctx.store.objects].filter(([key]) => !key.startsWith("audit/")));
+    ctx.docker.addImage(REF, "second build");
+    ctx.store.upload = async () => {
+      throw new RemoteError("cannot upload: injected");
+    };
+    await expect(new Pusher(ctx).push(REF, { force: true })).rejects.toThrow(/injected/);
+    expect(new Map([...ctx.store.objects].filter(([key]) => !key.startsWith("audit/")))).toEqual(before);
+    expect(ctx.store.keys("archive/")).toEqual([]);
+  });
+
+  it("another push's live claim on the name with other content refuses this push before it writes anything", async () => {
+    ctx.docker.addImage(REF, "mine");
+    const claim = ".s3dock/push-claims/shop/shop-20250721-2118-f7a5a27.json";
+    ctx.store.put(claim, JSON.stringify({ image_tag: REF, image_id: `sha256:${"e".repeat(64)}`, claimed_by: "bob", claimed_at: "2025-07-22T09:00:00Z", write_id: "x" }));
+    await expect(new Pusher(ctx).push(REF)).rejects.toThrow(/another push of .* with different content .* is under way/);
+    expect(ctx.store.count("upload")).toBe(0);
+    // A claim older than an hour belongs to a push that died: it is taken over.
+    ctx.clock.advance(2 * 3600_000);
+    expect((await new Pusher(ctx).push(REF)).skipped).toBe(false);
+    expect(ctx.store.objects.has(claim)).toBe(false);
   });
 
   it("compares a Go-pushed image (no image_id) by content, not by compressed bytes", async () => {
@@ -162,10 +216,10 @@ describe("Pusher", () => {
     expect(stored.size).toBe(ctx.store.objects.get(KEY)!.body.length);
   });
 
-  it("a concurrent push that replaced object and metadata first: ours is skipped, theirs stands", async () => {
-    ctx.docker.addImage(REF);
+  it("a concurrent push of the same image that replaced object and metadata first: ours is skipped, theirs stands", async () => {
+    const local = ctx.docker.addImage(REF);
     const metaKey = metadataKeyFor(KEY);
-    const theirs = JSON.stringify({ checksum: "1".repeat(32), size: 3, created_at: "2025-07-22T09:00:00Z", git_hash: "f7a5a27", git_time: "20250721-2118", image_tag: REF, app_name: "shop" });
+    const theirs = JSON.stringify({ checksum: "1".repeat(32), size: 3, created_at: "2025-07-22T09:00:00Z", git_hash: "f7a5a27", git_time: "20250721-2118", image_tag: REF, app_name: "shop", image_id: local.id });
     ctx.store.beforePutText = (key) => {
       if (key !== metaKey || ctx.store.objects.has(metaKey)) return;
       ctx.store.put(KEY, "abc");
@@ -174,6 +228,16 @@ describe("Pusher", () => {
     const result = await new Pusher(ctx).push(REF);
     expect(result).toMatchObject({ skipped: true, checksum: "1".repeat(32), size: 3 });
     expect(ctx.store.text(metaKey)).toBe(theirs);
+  });
+
+  it("other content that appeared under the name meanwhile: this push is refused", async () => {
+    ctx.docker.addImage(REF);
+    const metaKey = metadataKeyFor(KEY);
+    ctx.store.beforePutText = (key) => {
+      if (key !== metaKey || ctx.store.objects.has(metaKey)) return;
+      ctx.store.put(metaKey, JSON.stringify({ checksum: "1".repeat(32), size: 3, created_at: "2025-07-22T09:00:00Z", git_hash: "f7a5a27", git_time: "20250721-2118", image_tag: REF, app_name: "shop", image_id: `sha256:${"f".repeat(64)}` }));
+    };
+    await expect(new Pusher(ctx).push(REF)).rejects.toThrow(/stored other content under this name first/);
   });
 });
 
@@ -380,7 +444,13 @@ describe("Tagger", () => {
     const oldTag = ctx.store.text("tags/shop/v1.2.0.json");
     const result = await new Tagger(ctx).tag(REF2, "v1.2.0", { force: true });
     expect(result).toMatchObject({ replaced: REF, skipped: false });
-    expect(ctx.store.text("archive/shop/tags/v1.2.0-archived-on-20250722-0901.json")).toBe(oldTag);
+    const archived = ctx.store.keys("archive/shop/tags/");
+    expect(archived).toEqual([expect.stringMatching(/^archive\/shop\/tags\/v1\.2\.0-archived-on-20250722-0901-u[0-9a-f]{4}\.json$/)]);
+    expect(ctx.store.text(archived[0]!)).toBe(oldTag);
+    // Archived only once the new tag stands, create-only.
+    const ops = ctx.store.operations.map((o) => `${o.op} ${o.key}`);
+    expect(ops.indexOf(`putText ${archived[0]}`)).toBeGreaterThan(ops.lastIndexOf("putText tags/shop/v1.2.0.json"));
+    expect(putTexts(archived[0]!)[0]!.condition).toEqual({ ifNoneMatch: true });
     expect(ctx.store.json("tags/shop/v1.2.0.json")!.target_path).toBe(KEY2);
     expect(putTexts("tags/shop/v1.2.0.json").at(-1)!.condition).toHaveProperty("ifMatch");
   });

@@ -48,12 +48,14 @@ export function registerCleanup(program: Command, action: ActionFactory): void {
       examples("s3dock cleanup remote myapp", "s3dock cleanup remote myapp --older-than 30d --keep 10 --yes", "s3dock cleanup remote myapp --older-than 180d --archive-older-than 30d --yes") +
         `
 An image is a candidate when no tag or env pointer names it, it is not among the newest --keep, and
-it was pushed (metadata created_at) longer ago than --older-than: it is deleted. With
---archive-older-than, unreferenced images between the two ages are moved to archive/ instead
-(archive/{app}/{YYYYMM}/…-archived-on-{stamp}): out of every list, still restorable by hand.
-Tags and pointers are read again right before each delete, so an image promoted meanwhile stays.
-The metadata goes first, so an image is never visible without its object. Unfinished multipart
-uploads under images/{app}/ older than an hour (left by crashed pushes) are aborted too.
+it was last pushed (its metadata's LastModified, by the bucket's clock) longer ago than
+--older-than: it is deleted. With --archive-older-than, unreferenced images between the two ages are
+moved to archive/ instead (archive/{app}/{YYYYMM}/…-archived-on-{stamp}-{unique}): out of every list,
+still restorable by hand. Each candidate is first marked as being deleted (a conditional write on its
+metadata, refused if it changed since the listing), then references are read again, and only then is
+it deleted; a promote or tag racing with it either keeps the image or is taken back. Candidates go in
+batches, each recorded as an audit event when done. Unfinished multipart uploads of crashed pushes
+(older than an hour, by the bucket's clock) are aborted too.
 `,
     )
     .action(

@@ -25,7 +25,8 @@ export function registerLifecycle(program: Command, action: ActionFactory): void
         "archive",
       ]),
     )
-    .description("Store a built image in the bucket (skipped when the same image is already there)")
+    .option("--force", "replace different content stored under this name (the old image is archived first, and the versions and environments naming it are listed)")
+    .description("Store a built image in the bucket (skipped when the same image is already there; different content under the name is refused)")
     .addHelpText(
       "after",
       examples(
@@ -35,9 +36,22 @@ export function registerLifecycle(program: Command, action: ActionFactory): void
       ),
     )
     .action(
-      action("push", async (runtime, image: string, options: { format?: StorageFormat }) => {
-        const result = await new Pusher(runtime().services()).push(image, { format: options.format });
-        return { data: result, text: [] };
+      action("push", async (runtime, image: string, options: { format?: StorageFormat; force?: boolean }) => {
+        const result = await new Pusher(runtime().services()).push(image, { format: options.format, force: options.force });
+        const { replaced } = result;
+        if (!replaced) return { data: result, text: [] };
+        const names = [
+          replaced.versions.length > 0 ? `versions ${replaced.versions.join(", ")}` : "",
+          replaced.environments.length > 0 ? `environments ${replaced.environments.join(", ")}` : "",
+        ].filter((part) => part !== "");
+        return {
+          data: result,
+          text: [
+            `replaced ${result.image_ref} (was image ${replaced.previous_image_id ?? "without a recorded ID"}, now ${result.image_id})` +
+              (replaced.archive_key ? `; the old image is archived at ${replaced.archive_key}` : "; the old object was already gone, nothing archived"),
+            names.length > 0 ? `now naming the new content: ${names.join("; ")}` : "no version or environment names it",
+          ],
+        };
       }),
     );
 
