@@ -41,6 +41,9 @@ try {
   for (const file of [bundle, linuxExecutable]) {
     if (!existsSync(file)) throw new Error(`${path.relative(root, file)} is missing: run make build first (make dist does)`);
   }
+  if (readFileSync(linuxExecutable).indexOf(readFileSync(bundle)) < 0) {
+    throw new Error("dist/s3dock holds another bundle than dist/s3dock.cjs: run make build (make dist does)");
+  }
   rmSync(release, { recursive: true, force: true });
   mkdirSync(release, { recursive: true });
 
