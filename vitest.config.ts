@@ -2,7 +2,8 @@ import { defineConfig } from "vitest/config";
 
 // `vitest run --project unit` needs nothing outside the process; `--project integration` needs a
 // Docker engine (DOCKER_HOST) and an S3 server (scripts/test-infra.sh up, then the S3DOCK_TEST_*
-// variables it prints); `--project cross-engine` needs every engine at once (scripts/test.sh runs it).
+// variables it prints); `--project cross-engine` needs every engine at once (scripts/test.sh runs it);
+// `--project dist` needs the engine, the S3 server and the release files, image and package (make test-dist).
 const serverTests = { testTimeout: 300_000, hookTimeout: 300_000, fileParallelism: false };
 export default defineConfig({
   test: {
@@ -25,6 +26,13 @@ export default defineConfig({
         test: {
           name: "cross-engine",
           include: ["test/cross-engine/**/*.test.ts"],
+          ...serverTests,
+        },
+      },
+      {
+        test: {
+          name: "dist",
+          include: ["test/dist/**/*.test.ts"],
           ...serverTests,
         },
       },

