@@ -8,6 +8,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
 # Extra arguments for vitest, e.g. `make test TEST_ARGS="-t push"`.
 TEST_ARGS ?=
+comma := ,
 # The S3 settings the integration tests read (S3DOCK_TEST_*), for the gateway test-infra.sh runs.
 INFRA_ENV = eval "$$(scripts/test-infra.sh env)"
 
@@ -57,8 +58,18 @@ test-dist: dist image infra
 lint:
 	npm run lint
 
+# Benchmark suites, in this order: full (whole-image push and pull against the shell pipeline,
+# scripts/bench.mjs) and layers (the everyday update against a registry, scripts/bench-layers.mjs).
+BENCH_SUITES ?= full,layers
+
 bench: build infra
-	$(INFRA_ENV) && node scripts/bench.mjs
+	$(INFRA_ENV) && for suite in $(subst $(comma), ,$(BENCH_SUITES)); do \
+	  case $$suite in \
+	    full) node scripts/bench.mjs ;; \
+	    layers) node scripts/bench-layers.mjs ;; \
+	    *) echo "unknown benchmark suite '$$suite' (BENCH_SUITES: full, layers)" >&2; exit 2 ;; \
+	  esac || exit 1; \
+	done
 
 clean:
 	rm -rf dist coverage

@@ -16,30 +16,34 @@
  *                    .cjs bundle, run with this Node
  *   S3DOCK_TEST_ENDPOINT / _ACCESS_KEY / _SECRET_KEY / _REGION   the S3 server (scripts/test-infra.sh env)
  */
-import { execFileSync, spawn } from "node:child_process";
-import { randomBytes, randomInt } from "node:crypto";
-import { copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { once } from "node:events";
-import { cpus, loadavg, tmpdir, totalmem } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { randomBytes } from "node:crypto";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { loadavg, tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import {
-  AbortMultipartUploadCommand,
-  CreateBucketCommand,
-  DeleteBucketCommand,
-  DeleteObjectsCommand,
-  HeadObjectCommand,
-  ListMultipartUploadsCommand,
-  ListObjectsV2Command,
-  S3Client,
-} from "@aws-sdk/client-s3";
-
-const ROOT = resolve(import.meta.dirname, "..");
-// BENCH_CLI: the s3dock to measure (make bench builds dist/s3dock first).
-const CLI = resolve(process.env.BENCH_CLI || join(ROOT, "dist/s3dock"));
-const cliCommand = (args) => (/\.c?js$/.test(CLI) ? [NODE, [CLI, ...args]] : [CLI, args]);
-const NODE = existsSync(join(ROOT, "node_modules/.bin/node")) ? join(ROOT, "node_modules/.bin/node") : process.execPath;
-const TIME = "/usr/bin/time";
-const MB = 1000 * 1000;
+  aptInstall,
+  Bucket,
+  CLI,
+  cliCommand,
+  collectGarbage,
+  commandExists,
+  fmt,
+  LAYERS_SECTION,
+  log,
+  machine,
+  markedSection,
+  MB,
+  median,
+  removeImage,
+  ROOT,
+  s3dockTag,
+  s3Settings,
+  sh,
+  TIME,
+  textBlock,
+  timed,
+  writeFileOf,
+} from "./bench-lib.mjs";
 
 const SIZES_MB = (process.env.BENCH_SIZES_MB || "350,1024").split(",").map(Number);
 const RANDOM_SHARE = Number(process.env.BENCH_RANDOM || "0.7");
@@ -48,33 +52,7 @@ const LEVELS = (process.env.BENCH_LEVELS || "1,6").split(",").map(Number);
 const OUTPUT = process.env.BENCH_OUTPUT ?? join(ROOT, "docs/benchmarks.md");
 const APP = "benchapp";
 
-const log = (message) => process.stderr.write(`[bench] ${message}\n`);
-const sh = (command, args) => execFileSync(command, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
-const median = (values) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-};
-const commandExists = (name) => {
-  try {
-    sh("bash", ["-c", `command -v ${name} && ${name} --version`]);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 // ── prerequisites ────────────────────────────────────────────────────────────────────────────────
-
-function aptInstall(packages) {
-  if (process.getuid?.() !== 0) throw new Error(`missing ${packages.join(", ")}: install them (apt-get install ${packages.join(" ")})`);
-  log(`installing ${packages.join(", ")} with apt-get`);
-  execFileSync("apt-get", ["update"], { stdio: "ignore" });
-  execFileSync("apt-get", ["install", "-y", "--no-install-recommends", ...packages], {
-    stdio: "ignore",
-    env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
-  });
-}
 
 function ensureTools() {
   const missing = [];
@@ -86,119 +64,10 @@ function ensureTools() {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run 'npm run build' (make bench does)`);
 }
 
-function s3Settings() {
-  let env = process.env;
-  if (!env.S3DOCK_TEST_ENDPOINT) {
-    // Outside `make bench`: ask the test infrastructure for its settings (it starts nothing here).
-    const lines = sh(join(ROOT, "scripts/test-infra.sh"), ["env"]).split("\n");
-    env = { ...env };
-    for (const line of lines) {
-      const match = /^(?:export )?(S3DOCK_TEST_\w+)=["']?([^"']*)["']?$/.exec(line.trim());
-      if (match) env[match[1]] = match[2];
-    }
-  }
-  if (!env.S3DOCK_TEST_ENDPOINT) throw new Error("no S3 server: run 'make infra' (or use 'make bench')");
-  return {
-    endpoint: env.S3DOCK_TEST_ENDPOINT,
-    accessKey: env.S3DOCK_TEST_ACCESS_KEY,
-    secretKey: env.S3DOCK_TEST_SECRET_KEY,
-    region: env.S3DOCK_TEST_REGION || "us-east-1",
-  };
-}
-
-/**
- * Ceph RGW frees a deleted object's data only when its garbage collector gets to it (two hours
- * later by default), and the test gateway's store is 8 GB of memory: without collecting between
- * runs, the repeated gigabyte uploads fill it and every write stalls. Only for the local gateway.
- */
-const RGW_CONF = join(process.env.RGW_DIR || "/tmp/s3dock-rgw", "ceph.conf");
-function collectGarbage() {
-  if (!existsSync(RGW_CONF)) return;
-  try {
-    execFileSync("radosgw-admin", ["-c", RGW_CONF, "-n", "client.admin", "gc", "process", "--include-all"], { stdio: "ignore", timeout: 300_000 });
-  } catch (error) {
-    log(`could not run the gateway's garbage collection (${error.message}); space is freed later`);
-  }
-}
-
-// ── the S3 bucket ────────────────────────────────────────────────────────────────────────────────
-
-class Bucket {
-  constructor(settings) {
-    this.name = `s3dock-bench-${randomBytes(4).toString("hex")}`;
-    this.s3 = new S3Client({
-      endpoint: settings.endpoint,
-      region: settings.region,
-      forcePathStyle: true,
-      credentials: { accessKeyId: settings.accessKey, secretAccessKey: settings.secretKey },
-      requestChecksumCalculation: "WHEN_REQUIRED",
-      responseChecksumValidation: "WHEN_REQUIRED",
-    });
-  }
-
-  create() {
-    return this.s3.send(new CreateBucketCommand({ Bucket: this.name }));
-  }
-
-  async size(key) {
-    return (await this.s3.send(new HeadObjectCommand({ Bucket: this.name, Key: key }))).ContentLength;
-  }
-
-  async deletePrefix(prefix) {
-    let token;
-    do {
-      const page = await this.s3.send(new ListObjectsV2Command({ Bucket: this.name, Prefix: prefix, ContinuationToken: token }));
-      const objects = (page.Contents ?? []).map((object) => ({ Key: object.Key }));
-      if (objects.length > 0) await this.s3.send(new DeleteObjectsCommand({ Bucket: this.name, Delete: { Objects: objects } }));
-      token = page.IsTruncated ? page.NextContinuationToken : undefined;
-    } while (token);
-  }
-
-  async destroy() {
-    const uploads = await this.s3.send(new ListMultipartUploadsCommand({ Bucket: this.name }));
-    for (const upload of uploads.Uploads ?? []) {
-      await this.s3.send(new AbortMultipartUploadCommand({ Bucket: this.name, Key: upload.Key, UploadId: upload.UploadId }));
-    }
-    await this.deletePrefix("");
-    await this.s3.send(new DeleteBucketCommand({ Bucket: this.name }));
-  }
-}
-
 // ── test images ──────────────────────────────────────────────────────────────────────────────────
 
-/**
- * Text that compresses like real text rather than like one repeated line: words drawn at random
- * from a small vocabulary, with numbers and hex ids. Blocks repeat only beyond deflate's 32 KiB
- * window, so the repetition does not help gzip.
- */
-function textBlock(bytes) {
-  const vocabulary = Array.from({ length: 2000 }, () => randomBytes(1 + randomInt(5)).toString("base64url").toLowerCase().replace(/[^a-z]/g, "e"));
-  const lines = [];
-  let length = 0;
-  while (length < bytes) {
-    const words = Array.from({ length: 6 + randomInt(10) }, () => vocabulary[randomInt(vocabulary.length)]);
-    const line = `${new Date(1.7e12 + randomInt(1e9)).toISOString()} ${randomBytes(4).toString("hex")} ${words.join(" ")} ${randomInt(100000)}\n`;
-    lines.push(line);
-    length += line.length;
-  }
-  return Buffer.from(lines.join("")).subarray(0, bytes);
-}
-
-async function writeFileOf(path, total, nextBlock) {
-  const out = createWriteStream(path);
-  for (let written = 0; written < total; ) {
-    const block = nextBlock(Math.min(16 * 1024 * 1024, total - written));
-    written += block.length;
-    if (!out.write(block)) await once(out, "drain");
-  }
-  out.end();
-  await once(out, "finish");
-}
-
 async function buildImage(sizeMb, workdir) {
-  // Any valid-looking s3dock tag: app:YYYYMMDD-HHMM-<7 hex>.
-  const stamp = new Date().toISOString().slice(0, 16).replace(/[-:]/g, "").replace("T", "-");
-  const tag = `${APP}:${stamp}-${randomBytes(4).toString("hex").slice(0, 7)}`;
+  const tag = s3dockTag(APP);
   const dir = join(workdir, `image-${sizeMb}`);
   mkdirSync(join(dir, "data"), { recursive: true });
   copyFileSync("/bin/busybox", join(dir, "busybox"));
@@ -224,35 +93,7 @@ async function buildImage(sizeMb, workdir) {
 
 // ── running and timing ───────────────────────────────────────────────────────────────────────────
 
-/**
- * Runs a command under GNU time: wall seconds (measured here), peak RSS in MB (%M: the process, or
- * for a shell pipeline the largest of its processes) and stdout.
- */
-async function timed(command, args, env = process.env) {
-  const rssFile = join(tmpdir(), `bench-rss-${randomBytes(4).toString("hex")}`);
-  const started = process.hrtime.bigint();
-  const child = spawn(TIME, ["-f", "%M", "-o", rssFile, command, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (chunk) => (stdout += chunk));
-  child.stderr.on("data", (chunk) => (stderr += chunk));
-  const [code] = await once(child, "close");
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  const rssText = existsSync(rssFile) ? readFileSync(rssFile, "utf8").trim().split("\n").pop() : "";
-  rmSync(rssFile, { force: true });
-  if (code !== 0) throw new Error(`${command} ${args.join(" ")} failed (exit ${code}):\n${stderr.slice(-4000)}`);
-  return { seconds, rssMb: Number(rssText) / 1024, stdout };
-}
-
 const bash = (script, env) => timed("bash", ["-o", "pipefail", "-c", script], env);
-
-function removeImage(tag) {
-  try {
-    sh("docker", ["rmi", "-f", tag]);
-  } catch {
-    // not there
-  }
-}
 
 class Measurements {
   constructor() {
@@ -385,28 +226,6 @@ async function storedCompression(bucket, key) {
 
 // ── report ───────────────────────────────────────────────────────────────────────────────────────
 
-function machine() {
-  const cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
-  const model = /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1] ?? cpus()[0]?.model ?? "unknown";
-  let dockerVersion = "unknown";
-  try {
-    dockerVersion = sh("docker", ["version", "--format", "{{.Server.Version}}"]);
-  } catch {
-    // reported as unknown
-  }
-  const awsVersion = sh("bash", ["-c", "aws --version 2>&1"]).split(" ")[0];
-  return {
-    cores: Number(sh("nproc", [])),
-    memoryGb: (totalmem() / 1024 ** 3).toFixed(1),
-    model,
-    docker: dockerVersion,
-    node: sh(NODE, ["--version"]),
-    aws: awsVersion,
-    kernel: sh("uname", ["-r"]),
-  };
-}
-
-const fmt = (value, digits = 2) => (value === undefined || !Number.isFinite(value) ? "–" : value.toFixed(digits));
 const mb = (bytes) => (bytes === undefined ? "–" : `${(bytes / MB).toFixed(0)} MB`);
 
 function tableFor(result) {
@@ -480,6 +299,7 @@ function printTable(result) {
 }
 
 function writeMarkdown(results, info, startedAt, minutes, load) {
+  const layersSection = existsSync(OUTPUT) ? markedSection(readFileSync(OUTPUT, "utf8"), LAYERS_SECTION) : "";
   const text = [
     "# Benchmarks",
     "",
@@ -511,6 +331,8 @@ function writeMarkdown(results, info, startedAt, minutes, load) {
     "## Results",
     "",
     ...results.flatMap((result) => [tableFor(result), "", boundsParagraph(result, info.cores), ""]),
+    // The layer benchmark's section (bench-layers.mjs), measured on its own, is kept as it was.
+    ...(layersSection ? [layersSection, ""] : []),
   ].join("\n");
   mkdirSync(dirname(OUTPUT), { recursive: true });
   writeFileSync(OUTPUT, text);
