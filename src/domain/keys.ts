@@ -117,6 +117,7 @@ export function archivedTagKey(app: string, version: string, stamp: string, uniq
  * an image name, so that a concurrent push of other content under that name is refused before it
  * writes anything. Outside images/, so no lister of either tool sees it.
  */
+export const PUSH_CLAIMS_PREFIX = ".s3dock/push-claims/";
 export const pushClaimKey = (ref: ImageRef): string => `${safeKey(".s3dock", "push-claims", ref.app, imageBaseName(ref))}.json`;
 
 /** `.s3dock/staging/{app}/{base}-{unique}.tar.gz`: where `push --force` stores the new content before anything is archived. */

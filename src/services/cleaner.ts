@@ -10,6 +10,7 @@ import { archivedImageKey, imageKey, imagesPrefix, metadataKeyFor, stagingPrefix
 import { parseAppName, parseImageRef } from "../domain/names.js";
 import { formatGoTime, formatLocalStamp } from "../domain/time.js";
 import { AuditLog } from "./audit.js";
+import { BlobCollector, DEFAULT_BLOB_GRACE_MS, type BlobCollection } from "./blob-collector.js";
 import { ImageCatalog } from "./catalog.js";
 import type { ServiceContext } from "./context.js";
 import { Lister } from "./lister.js";
@@ -53,6 +54,8 @@ export interface RemoteCleanupResult {
   readonly skipped: Skipped[];
   readonly bytes_freed: number;
   readonly stale_uploads: { key: string; initiated: string | undefined }[];
+  /** The layers format's blobs no image needs any more (bucket-wide): counted in a dry run, deleted with --yes. */
+  readonly blobs: BlobCollection;
 }
 
 export interface RemoteCleanupOptions {
@@ -61,6 +64,8 @@ export interface RemoteCleanupOptions {
   /** Unreferenced images older than this (but younger than olderThanMs) move to archive/ instead of staying. */
   readonly archiveOlderThanMs?: number;
   readonly yes: boolean;
+  /** Blobs nothing needs are deleted only once older than this (a push under way uploads its blobs before its metadata). */
+  readonly blobGraceMs?: number;
 }
 
 export class Cleaner {
@@ -133,7 +138,8 @@ export class Cleaner {
     const visible = (c: Candidate): RemoteCandidate => ({ image: c.image, key: c.key, size: c.size, created_at: c.created_at, action: c.action });
     if (!options.yes) {
       const bytes = candidates.filter((c) => c.action === "delete").reduce((sum, c) => sum + c.size, 0);
-      return { app, dry_run: true, candidates: candidates.map(visible), deleted: [], skipped, bytes_freed: bytes, stale_uploads };
+      const blobs = await this.collectBlobs(options);
+      return { app, dry_run: true, candidates: candidates.map(visible), deleted: [], skipped, bytes_freed: bytes, stale_uploads, blobs };
     }
 
     const deleted: RemoteCandidate[] = [];
@@ -146,7 +152,12 @@ export class Cleaner {
       this.ctx.logger.info(`aborted the unfinished upload of ${upload.key}`);
     }
     const bytesFreed = deleted.filter((c) => c.action === "delete").reduce((sum, c) => sum + c.size, 0);
-    return { app, dry_run: false, candidates: candidates.map(visible), deleted, skipped, bytes_freed: bytesFreed, stale_uploads };
+    const blobs = await this.collectBlobs(options);
+    return { app, dry_run: false, candidates: candidates.map(visible), deleted, skipped, bytes_freed: bytesFreed, stale_uploads, blobs };
+  }
+
+  private collectBlobs(options: RemoteCleanupOptions): Promise<BlobCollection> {
+    return new BlobCollector(this.ctx).collect({ yes: options.yes, graceMs: options.blobGraceMs ?? DEFAULT_BLOB_GRACE_MS });
   }
 
   /**

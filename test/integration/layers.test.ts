@@ -26,7 +26,7 @@ import {
   s3,
   uniqueName,
 } from "./harness.js";
-import { ListObjectsV2Command } from "@aws-sdk/client-s3";
+import { DeleteObjectCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
 
 const app = uniqueName("layers");
 const other = uniqueName("layers-other");
@@ -204,5 +204,74 @@ describe("layers format", () => {
     removeImage(image);
     const pulled = await json(["pull", app, tagOf(image)]);
     expect(pulled.code, pulled.stderr).toBe(0);
+  });
+});
+
+describe("garbage collection of blobs", () => {
+  const blobExists = async (digest: string) => (await listKeys(bucket, `blobs/sha256/${digest.slice(7)}`)).length === 1;
+  async function storedImage(image: string): Promise<{ metadataKey: string; manifest: string; config: string; layers: string[]; diffIds: string[] }> {
+    const name = image.slice(0, image.indexOf(":"));
+    const metadataKey = (await listKeys(bucket, `images/${name}/`)).find((key) => key.endsWith(`${tagOf(image)}.json`))!;
+    const metadata = JSON.parse(await getText(bucket, metadataKey));
+    const manifest = JSON.parse((await getBytes(bucket, `blobs/sha256/${metadata.manifest_digest.slice(7)}`)).toString("utf8"));
+    return { metadataKey, manifest: metadata.manifest_digest, config: manifest.config.digest, layers: manifest.layers.map((layer: { digest: string }) => layer.digest), diffIds: metadata.layers };
+  }
+  const cleanup = (name: string, ...extra: string[]) => json(["cleanup", "remote", name, "--older-than", "0s", "--keep", "0", "--blob-grace", "0s", ...extra]);
+
+  it("cleanup remote deletes an unreferenced image's own blobs after the image, and keeps those other images need", async () => {
+    const gcApp = uniqueName("layers-gc");
+    const gcRepo = layeredRepo(newBaseImage);
+    try {
+      gcRepo.commit("app.txt", `only in ${gcApp}\n`);
+      const image = await build(gcApp, gcRepo);
+      expect((await json(["push", image])).code).toBe(0);
+      const stored = await storedImage(image);
+      const own = [stored.manifest, stored.config, stored.layers.at(-1)!];
+      const shared = stored.layers.slice(0, -1);
+
+      const dry = await cleanup(gcApp);
+      expect(dry.code, dry.stderr).toBe(0);
+      for (const digest of [...own, ...shared]) expect(await blobExists(digest)).toBe(true);
+
+      const done = await cleanup(gcApp, "--yes");
+      expect(done.code, done.stderr).toBe(0);
+      expect(done.doc.data.deleted.map((candidate: { image: string }) => candidate.image)).toEqual([image]);
+      expect(done.doc.data.blobs.deleted).toBeGreaterThanOrEqual(own.length);
+      expect(done.doc.data.blobs.bytes_freed).toBeGreaterThan(0);
+      for (const digest of own) expect(await blobExists(digest)).toBe(false);
+      for (const digest of shared) expect(await blobExists(digest)).toBe(true);
+      expect(await listKeys(bucket, `layers/sha256/${stored.diffIds.at(-1)!.slice(7)}.json`)).toEqual([]);
+    } finally {
+      removeAppImages(gcApp);
+      removeDir(gcRepo.dir);
+    }
+  });
+
+  it("keeps the layers a push under way has claimed", async () => {
+    const gcApp = uniqueName("layers-gc");
+    const gcRepo = layeredRepo(newBaseImage);
+    try {
+      gcRepo.commit("app.txt", `claimed by ${gcApp}\n`);
+      const image = await build(gcApp, gcRepo);
+      expect((await json(["push", image])).code).toBe(0);
+      const stored = await storedImage(image);
+      // The image is gone (a cleanup), and a push of an image with the same layers has claimed its name.
+      await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: stored.metadataKey }));
+      const claimKey = `.s3dock/push-claims/${gcApp}/${gcApp}-${tagOf(image)}.json`;
+      const claim = { image_tag: image, image_id: stored.config, layers: stored.diffIds, claimed_by: "test", claimed_at: new Date().toISOString(), write_id: "x" };
+      await putObject(bucket, claimKey, JSON.stringify(claim));
+      const kept = await cleanup(gcApp, "--yes");
+      expect(kept.code, kept.stderr).toBe(0);
+      expect(await blobExists(stored.layers.at(-1)!)).toBe(true);
+      expect(await blobExists(stored.manifest)).toBe(false);
+
+      await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: claimKey }));
+      const swept = await cleanup(gcApp, "--yes");
+      expect(swept.code, swept.stderr).toBe(0);
+      expect(await blobExists(stored.layers.at(-1)!)).toBe(false);
+    } finally {
+      removeAppImages(gcApp);
+      removeDir(gcRepo.dir);
+    }
   });
 });

@@ -41,6 +41,7 @@ export function registerCleanup(program: Command, action: ActionFactory): void {
     .addOption(new Option("--older-than <age>", "delete unreferenced images pushed longer ago than this").default(parseAge("90d"), "90d").argParser(parseAge))
     .addOption(new Option("--keep <n>", "always keep the newest N images, referenced or not").default(5).argParser(parseCount))
     .addOption(new Option("--archive-older-than <age>", "move unreferenced images older than this, but not old enough to delete, to archive/").argParser(parseAge))
+    .addOption(new Option("--blob-grace <age>", "delete blobs no image needs only once older than this").default(parseAge("24h"), "24h").argParser(parseAge))
     .option("--yes", "really delete (without it: a dry run that prints what would go and the bytes freed)")
     .description("Delete bucket images (with their metadata) that no version tag or env pointer names; a dry run unless --yes")
     .addHelpText(
@@ -55,11 +56,13 @@ still restorable by hand. Each candidate is first marked as being deleted (a con
 metadata, refused if it changed since the listing), then references are read again, and only then is
 it deleted; a promote or tag racing with it either keeps the image or is taken back. Candidates go in
 batches, each recorded as an audit event when done. Unfinished multipart uploads of crashed pushes
-(older than an hour, by the bucket's clock) are aborted too.
+(older than an hour, by the bucket's clock) are aborted too. Then the layers format's blobs (shared by
+every app in the bucket) that no image's metadata, stored or archived, and no push under way needs,
+and that are older than --blob-grace, are deleted.
 `,
     )
     .action(
-      action("cleanup remote", async (runtime, app: string, options: { olderThan: number; keep: number; archiveOlderThan?: number; yes?: boolean }) => {
+      action("cleanup remote", async (runtime, app: string, options: { olderThan: number; keep: number; archiveOlderThan?: number; blobGrace: number; yes?: boolean }) => {
         if (options.archiveOlderThan !== undefined && options.archiveOlderThan >= options.olderThan) {
           throw new UsageError("--archive-older-than must be shorter than --older-than (images older than --older-than are deleted)");
         }
@@ -67,13 +70,17 @@ batches, each recorded as an audit event when done. Unfinished multipart uploads
           olderThanMs: options.olderThan,
           keep: options.keep,
           archiveOlderThanMs: options.archiveOlderThan,
+          blobGraceMs: options.blobGrace,
           yes: options.yes === true,
         });
         const listed = result.dry_run ? result.candidates : result.deleted;
         const verb = (action: string) => (result.dry_run ? `would ${action}` : action === "delete" ? "deleted" : "archived");
         const text = listed.map((c) => `${verb(c.action)} ${c.image} (${formatBytes(c.size)})`);
         for (const upload of result.stale_uploads) text.push(`${result.dry_run ? "would abort" : "aborted"} unfinished upload ${upload.key}`);
-        text.push(`${result.dry_run ? "would free" : "freed"} ${formatBytes(result.bytes_freed)}${result.dry_run && listed.length > 0 ? " (dry run: pass --yes to delete)" : ""}`);
+        const { blobs } = result;
+        if (blobs.candidates > 0) text.push(`${result.dry_run ? "would delete" : "deleted"} ${result.dry_run ? blobs.candidates : blobs.deleted} blobs no image needs (${formatBytes(blobs.bytes_freed)})`);
+        const total = result.bytes_freed + blobs.bytes_freed;
+        text.push(`${result.dry_run ? "would free" : "freed"} ${formatBytes(total)}${result.dry_run && (listed.length > 0 || blobs.candidates > 0) ? " (dry run: pass --yes to delete)" : ""}`);
         return { data: result, text };
       }),
     );
