@@ -122,6 +122,15 @@ export function checkMetadataMatchesKey(metadata: ImageMetadata, ref: ImageRef, 
   if (!metadata.git_hash.startsWith(ref.gitHash)) throw mismatch("git_hash", metadata.git_hash, ref.gitHash);
 }
 
+/** JSON, or undefined for text that is not: for readers that check the shape themselves. */
+export function tryParseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Two-space indented JSON, as the Go tool writes. */
 export function serializeDocument(document: object): string {
   return JSON.stringify(document, null, 2);

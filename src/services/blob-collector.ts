@@ -8,6 +8,7 @@
  */
 import pMap from "p-map";
 import { blobKey, BLOB_UPLOADS_PREFIX, BLOBS_PREFIX, digestFromBlobKey, LAYERS_PREFIX, layerKey, PUSH_CLAIMS_PREFIX } from "../domain/keys.js";
+import { tryParseJson } from "../domain/documents.js";
 import { layerDocumentSchema, manifestSchema } from "../domain/oci.js";
 import { OperationError } from "../errors.js";
 import { BlobStore } from "../storage/blob-store.js";
@@ -73,7 +74,7 @@ export class BlobCollector {
       keys,
       async (key) => {
         const stored = await this.ctx.store.getText(key);
-        const parsed = stored ? layerDocumentSchema.safeParse(safeJson(stored.text)) : undefined;
+        const parsed = stored ? layerDocumentSchema.safeParse(tryParseJson(stored.text)) : undefined;
         return parsed?.success ? [[parsed.data.diff_id, parsed.data.blob.digest] as const] : [];
       },
       { concurrency: READ_CONCURRENCY },
@@ -95,7 +96,7 @@ export class BlobCollector {
       async (key) => {
         const stored = await store.getText(key);
         if (!stored) return; // deleted meanwhile: it needs nothing
-        const metadata = safeJson(stored.text) as { manifest_digest?: unknown; format?: unknown } | undefined;
+        const metadata = tryParseJson(stored.text) as { manifest_digest?: unknown; format?: unknown } | undefined;
         if (metadata === undefined) throw new OperationError(`${store.url(key)} is not readable JSON: no blob was deleted (fix or remove it, then run cleanup again)`);
         if (typeof metadata.manifest_digest === "string") manifests.add(metadata.manifest_digest);
       },
@@ -106,7 +107,7 @@ export class BlobCollector {
       async (digest) => {
         marked.add(digest);
         const bytes = await this.blobs.getBytes(digest).catch(() => undefined); // a missing manifest needs nothing more
-        const parsed = bytes ? manifestSchema.safeParse(safeJson(bytes.toString("utf8"))) : undefined;
+        const parsed = bytes ? manifestSchema.safeParse(tryParseJson(bytes.toString("utf8"))) : undefined;
         if (!parsed?.success) return;
         marked.add(parsed.data.config.digest);
         for (const layer of parsed.data.layers) marked.add(layer.digest);
@@ -122,7 +123,7 @@ export class BlobCollector {
     const digests = new Set<string>();
     for await (const object of store.list(PUSH_CLAIMS_PREFIX)) {
       const stored = await store.getText(object.key);
-      const claim = stored ? (safeJson(stored.text) as { layers?: unknown } | undefined) : undefined;
+      const claim = stored ? (tryParseJson(stored.text) as { layers?: unknown } | undefined) : undefined;
       const layers = Array.isArray(claim?.layers) ? claim.layers : [];
       for (const diffId of layers) {
         const digest = typeof diffId === "string" ? layerDocs.get(diffId) : undefined;
@@ -130,13 +131,5 @@ export class BlobCollector {
       }
     }
     return digests;
-  }
-}
-
-function safeJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
   }
 }

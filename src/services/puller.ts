@@ -12,6 +12,7 @@ import { renameArchive } from "../transfer/archive-names.js";
 import { BufferPool, handedOver, pooledChunks, writeChunks } from "../transfer/buffer-pool.js";
 import { limitBytes } from "../transfer/byte-limit.js";
 import { ThreadedDigester } from "../transfer/digest.js";
+import { tryParseJson } from "../domain/documents.js";
 import { chainIds, manifestSchema, type Descriptor } from "../domain/oci.js";
 import { BlobStore } from "../storage/blob-store.js";
 import { LayerLayout, LAYERS_FORMAT } from "../storage/layer-layout.js";
@@ -162,7 +163,7 @@ export class Puller {
       held = new Set();
       for (const digest of local.manifestDigests) {
         const bytes = await layout.blobs.getBytes(digest).catch(() => undefined); // not an image from this bucket
-        const parsed = bytes ? manifestSchema.safeParse(JSON.parse(bytes.toString("utf8"))) : undefined;
+        const parsed = bytes ? manifestSchema.safeParse(tryParseJson(bytes.toString("utf8"))) : undefined;
         for (const layer of parsed?.success ? parsed.data.layers : []) held.add(layer.digest);
       }
     }

@@ -10,7 +10,7 @@ import { gzipSync } from "node:zlib";
 import tar from "tar-stream";
 import type { ObjectStore } from "../clients/object-store.js";
 import { ConflictError, IntegrityError } from "../errors.js";
-import { serializeDocument, type ImageMetadata } from "../domain/documents.js";
+import { serializeDocument, tryParseJson, type ImageMetadata } from "../domain/documents.js";
 import { layerKey } from "../domain/keys.js";
 import { imageConfigSchema, layerDocumentSchema, manifestJson, manifestSchema, MEDIA_TYPES, type Descriptor, type LayerDocument, type Manifest } from "../domain/oci.js";
 import type { PushedLayer } from "../transfer/layer-push.js";
@@ -46,7 +46,7 @@ export class LayerLayout {
       [...new Set(diffIds)].map(async (diffId) => {
         const stored = await this.objects.getText(layerKey(diffId));
         if (!stored) return undefined;
-        const parsed = layerDocumentSchema.safeParse(safeJson(stored.text));
+        const parsed = layerDocumentSchema.safeParse(tryParseJson(stored.text));
         if (!parsed.success || parsed.data.diff_id !== diffId) return undefined; // unreadable: stored again
         return (await this.blobs.size(parsed.data.blob.digest)) === parsed.data.blob.size ? parsed.data : undefined;
       }),
@@ -78,10 +78,10 @@ export class LayerLayout {
     const digest = metadata.manifest_digest;
     if (!digest) throw new IntegrityError(`${metadata.image_tag}: its metadata says format "layers" but names no manifest`);
     const bytes = await this.blobs.getBytes(digest);
-    const parsed = manifestSchema.safeParse(safeJson(bytes.toString("utf8")));
+    const parsed = manifestSchema.safeParse(tryParseJson(bytes.toString("utf8")));
     if (!parsed.success) throw new IntegrityError(`${this.blobs.url(digest)} is not an OCI image manifest`);
     const config = await this.blobs.getBytes(parsed.data.config.digest);
-    const configParsed = imageConfigSchema.safeParse(safeJson(config.toString("utf8")));
+    const configParsed = imageConfigSchema.safeParse(tryParseJson(config.toString("utf8")));
     if (!configParsed.success) throw new IntegrityError(`${this.blobs.url(parsed.data.config.digest)} is not an image config`);
     const diffIds = configParsed.data.rootfs.diff_ids;
     if (diffIds.length !== parsed.data.layers.length || (metadata.layers && metadata.layers.join() !== diffIds.join())) {
@@ -91,13 +91,5 @@ export class LayerLayout {
       throw new IntegrityError(`${metadata.image_tag}: its manifest names config ${parsed.data.config.digest}, its metadata ${metadata.image_id}`);
     }
     return { manifest: { digest, bytes, parsed: parsed.data }, config: { digest: parsed.data.config.digest, bytes: config } };
-  }
-}
-
-function safeJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
   }
 }
