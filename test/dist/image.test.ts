@@ -31,6 +31,7 @@ const inContainer: Cli = (args, env) => {
 describe(`the image ${IMAGE}`, () => {
   it("is tagged with the package version, not latest, and runs s3dock", async () => {
     expect(docker(["image", "inspect", "--format", "{{json .Config.Entrypoint}}", IMAGE])).toBe('["/usr/local/bin/s3dock"]');
+    expect(JSON.parse(docker(["image", "inspect", "--format", "{{json .RepoTags}}", IMAGE]))).not.toContain("s3dock:latest");
     const result = await inContainer(["version", "--full"], {});
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout).toBe(bundleVersion());
