@@ -2,15 +2,17 @@
  * push: docker save → tar times set to the commit time → gzip on all cores → digests → multipart
  * upload, as one stream, then the metadata document last, which is what makes the image visible.
  */
+import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
-import { ConflictError, NotFoundError, S3dockError } from "../errors.js";
+import { ConflictError, IntegrityError, NotFoundError, S3dockError } from "../errors.js";
 import { serializeDocument, type ImageMetadata } from "../domain/documents.js";
 import { archivedImageKey, imageKey, metadataKeyFor } from "../domain/keys.js";
 import { formatImageRef, parseImageRef } from "../domain/names.js";
 import { formatGoTime, formatLocalMonth, formatLocalStamp, gitTimeToDate } from "../domain/time.js";
 import type { ImageInfo } from "../clients/docker.js";
 import { imageIdFromArchive } from "../transfer/archive-manifest.js";
+import { limitBytes } from "../transfer/byte-limit.js";
 import { collectionPacer, type GarbageCollector } from "../transfer/collection-pacer.js";
 import { DigestTap } from "../transfer/digest.js";
 import { parallelGzip } from "../transfer/parallel-gzip.js";
@@ -84,8 +86,12 @@ export class Pusher {
   private async storesSameImage(existing: StoredImage, local: ImageInfo): Promise<boolean> {
     if (existing.metadata.image_id) return existing.metadata.image_id === local.id;
     this.ctx.logger.info(`${existing.name} was stored without an image ID: comparing its content`);
-    const body = await this.ctx.store.getStream(existing.key);
-    return (await imageIdFromArchive(body.pipe(createGunzip()))) === local.id;
+    const gunzip = createGunzip();
+    pipeline(await this.ctx.store.getStream(existing.key), gunzip).catch(() => undefined); // its failure ends the reading below
+    // Bounded like a pull's decompression: an archive from the bucket may inflate without end.
+    const limit = existing.metadata.uncompressed_size ?? this.ctx.transfer.maxImageBytesWithoutSize;
+    const tar = limitBytes(gunzip, limit, () => new IntegrityError(`${this.ctx.store.url(existing.key)} decompresses to more than ${limit} bytes: refusing to read it`));
+    return (await imageIdFromArchive(Readable.from(tar))) === local.id;
   }
 
   private async objectIntact(existing: StoredImage): Promise<boolean> {

@@ -133,6 +133,14 @@ describe("Pusher", () => {
     expect(info.id).toMatch(/^sha256:/);
   });
 
+  it("reads a stored archive without an image ID only up to its recorded size (no decompression bomb)", async () => {
+    await push(REF);
+    const metadata = ctx.store.json(metadataKeyFor(KEY))!;
+    delete metadata.image_id;
+    ctx.store.put(metadataKeyFor(KEY), JSON.stringify({ ...metadata, uncompressed_size: 100 }));
+    await expect(push(REF)).rejects.toThrow(/decompresses to more than 100 bytes: refusing to read it/);
+  });
+
   it("uploads again when the metadata exists but the object is gone", async () => {
     await push(REF);
     await ctx.store.delete(KEY);
