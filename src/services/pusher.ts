@@ -8,7 +8,7 @@ import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
-import { ConflictError, NotFoundError, S3dockError } from "../errors.js";
+import { ConflictError, IntegrityError, NotFoundError, S3dockError } from "../errors.js";
 import { parseDocument, pushClaimSchema, serializeDocument, type ImageMetadata, type PushClaim } from "../domain/documents.js";
 import { archivedImageKey, imageKey, metadataKeyFor, pushClaimKey, stagingKey } from "../domain/keys.js";
 import { formatImageRef, parseImageRef, type ImageRef } from "../domain/names.js";
@@ -21,6 +21,7 @@ import { LayerGuessMissed, pushLayers, type LayerPushResult } from "../transfer/
 import { formatGoTime, formatLocalMonth, formatLocalStamp, gitTimeToDate } from "../domain/time.js";
 import type { ImageInfo } from "../clients/docker.js";
 import { configDigestOfManifest, identityFromArchive } from "../transfer/archive-manifest.js";
+import { limitBytes } from "../transfer/byte-limit.js";
 import { collectionPacer, type GarbageCollector } from "../transfer/collection-pacer.js";
 import { DigestTap } from "../transfer/digest.js";
 import { parallelGzip } from "../transfer/parallel-gzip.js";
@@ -62,7 +63,7 @@ export interface ReplacedImage {
 }
 
 /** What a stored image, a claim or a local image records of what it is, for storesSameImage. */
-type Recorded = Pick<StoredImage, "name" | "key"> & { readonly metadata: Pick<ImageMetadata, "image_id" | "layers" | "image_created"> };
+type Recorded = Pick<StoredImage, "name" | "key"> & { readonly metadata: Pick<ImageMetadata, "image_id" | "layers" | "image_created" | "uncompressed_size"> };
 
 export interface PushOptions {
   /** Replace different content stored under the name (archiving it first). */
@@ -146,8 +147,12 @@ export class Pusher {
     const same = sameImage(storedIdentity(existing.metadata as ImageMetadata), local.identity);
     if (same !== undefined) return same;
     this.ctx.logger.info(`${existing.name} was stored without an image ID: comparing its content`);
-    const body = await this.ctx.store.getStream(existing.key);
-    const stored = await identityFromArchive(body.pipe(createGunzip()));
+    const gunzip = createGunzip();
+    pipeline(await this.ctx.store.getStream(existing.key), gunzip).catch(() => undefined); // its failure ends the reading below
+    // Bounded like a pull's decompression: an archive from the bucket may inflate without end.
+    const limit = existing.metadata.uncompressed_size ?? this.ctx.transfer.maxImageBytesWithoutSize;
+    const tar = limitBytes(gunzip, limit, () => new IntegrityError(`${this.ctx.store.url(existing.key)} decompresses to more than ${limit} bytes: refusing to read it`));
+    const stored = await identityFromArchive(Readable.from(tar));
     return stored !== undefined && sameImage(stored, local.identity) === true;
   }
 

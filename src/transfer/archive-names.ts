@@ -18,6 +18,8 @@ import { IntegrityError } from "../errors.js";
 export const MAX_NAMES_FILE_BYTES = 1024 * 1024;
 
 const BLOCK = 512;
+/** docker save links a layer that appears twice; more links than an image has layers is not an image. */
+const MAX_SYMLINKS = 4096;
 const NAMES_FILES = new Set(["manifest.json", "repositories", "index.json"]);
 /** Go's isHeaderOnlyType: hard link, symbolic link, char and block device, directory, FIFO: no body, whatever the size field says. */
 const HEADER_ONLY = new Set(["1", "2", "3", "4", "5", "6"]);
@@ -184,7 +186,10 @@ export async function* renameArchive(source: AsyncIterable<Buffer>, name: string
     for (let dir = posix.dirname(path); dir !== "." && dir !== "/"; dir = posix.dirname(dir)) {
       if (symlinks.has(dir)) throw refuse(`has an entry beneath a symbolic link (${path})`);
     }
-    if (type === "2") symlinks.add(path);
+    if (type === "2") {
+      if (symlinks.size >= MAX_SYMLINKS) throw refuse(`has more than ${MAX_SYMLINKS} symbolic links`);
+      symlinks.add(path);
+    }
     if (NAMES_FILES.has(path)) {
       if (!REGULAR.has(type)) throw refuse(`has a ${path} that is not a regular file`);
       if (size > MAX_NAMES_FILE_BYTES) throw refuse(`has a ${path} of ${size} bytes`);

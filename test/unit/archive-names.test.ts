@@ -158,6 +158,7 @@ describe("renameArchive", () => {
     ["two images in index.json", async () => makeTar([{ header: { name: "index.json" }, body: json({ manifests: [{}, {}] }) }]), /lists 2 images in index.json/],
     ["a manifest.json that is not JSON", async () => makeTar([{ header: { name: "manifest.json" }, body: "[{" }]), /manifest.json that is not valid JSON/],
     ["a manifest.json over 1 MiB", async () => makeTar([{ header: { name: "manifest.json" }, body: Buffer.alloc(1024 * 1024 + 1, 0x20) }]), /manifest.json of 1048577 bytes/],
+    ["thousands of symbolic links", async () => Buffer.concat([...Array.from({ length: 4097 }, (_, i) => block(`l${i}`, 0, "2")), END]), /more than 4096 symbolic links/],
     ["a GNU sparse file", async () => Buffer.concat([block("manifest.json", 0, "S"), END]), /sparse/],
     ["PAX sparse records", async () => {
       const pax = paxBody({ "GNU.sparse.name": "manifest.json" });

@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -5,7 +6,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { ConfigError } from "../../src/errors.js";
 import { DEFAULT_BUCKET, DEFAULT_GZIP_LEVEL, DEFAULT_REGION, parseDuration, resolveConfig, type ResolveInput } from "../../src/domain/config.js";
 import { deploySettingsFor } from "../../src/domain/deploy-config.js";
-import { defaultSearchPaths, loadConfigFile, parseConfigText, type LoadedConfigFile } from "../../src/config/loader.js";
+import { defaultSearchPaths, loadConfigFile, MAX_CONFIG_BYTES, parseConfigText, type LoadedConfigFile } from "../../src/config/loader.js";
 
 const CONFIGS = resolve(import.meta.dirname, "../../test-configs");
 const config = (name: string) => join(CONFIGS, name);
@@ -72,6 +73,39 @@ describe("search order", () => {
 
   it("a directory where a file is expected is not silently skipped", () => {
     expect(() => loadConfigFile(tmp, [])).toThrow(ConfigError);
+  });
+
+  it.each([
+    ["a device", () => "/dev/null", /is a device: give a regular file/],
+    ["a directory", () => tmp, /is a directory: give a regular file/],
+    [
+      "a FIFO (at once, without waiting for a writer)",
+      () => {
+        const fifo = join(tmp, "config.fifo");
+        execFileSync("mkfifo", [fifo]);
+        return fifo;
+      },
+      /is a FIFO: give a regular file/,
+    ],
+    [
+      "a file over 1 MiB",
+      () => {
+        const big = join(tmp, "big.json5");
+        writeFileSync(big, `{}${" ".repeat(MAX_CONFIG_BYTES)}`);
+        return big;
+      },
+      /is larger than 1024 KiB/,
+    ],
+  ])("refuses %s, named or found", (_, make, message) => {
+    const path = make();
+    expect(errorOf(() => loadConfigFile(path, [])).message).toMatch(message);
+    expect(errorOf(() => loadConfigFile(undefined, [path])).message).toMatch(message);
+  });
+
+  it("reads a file of exactly 1 MiB", () => {
+    const file = join(tmp, "exact.json5");
+    writeFileSync(file, `{}${" ".repeat(MAX_CONFIG_BYTES - 2)}`);
+    expect(loadConfigFile(file, [])?.config).toEqual({});
   });
 });
 
@@ -165,6 +199,7 @@ describe("the test configs and the example", () => {
     const resolved = resolveConfig({ file, flags: {}, env: {}, cpuCount: 2 });
     expect(resolved).toMatchObject({ profile: "dev", bucket: "dev-containers", dockerTimeoutMs: 30_000, logLevel: 2 });
     expect(resolved.transfer.gzipLevel).toBe(6);
+    expect(resolved.transfer.maxImageBytesWithoutSize).toBe(8192 * 1024 * 1024);
     expect(resolved.profiles).toEqual(["dev", "prod"]);
     expect(resolved.deploy.apps?.myapp?.port).toBe(8080);
   });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { IntegrityError } from "../../src/errors.js";
-import { auditEventSchema, imageMetadataSchema, parseDocument, pointerSchema, serializeDocument } from "../../src/domain/documents.js";
+import { auditEventSchema, checkMetadataMatchesKey, imageMetadataSchema, parseDocument, pointerSchema, serializeDocument } from "../../src/domain/documents.js";
 
 // Samples as the Go s3dock v0.1.10 writes them (/work/shared/upstream-format.md).
 const GO_METADATA = `{
@@ -154,5 +154,26 @@ describe("serializeDocument", () => {
   it("round-trips through parseDocument", () => {
     const pointer = parseDocument(pointerSchema, GO_POINTER_FROM_TAG, WHERE);
     expect(parseDocument(pointerSchema, serializeDocument(pointer), WHERE)).toEqual(pointer);
+  });
+});
+
+describe("checkMetadataMatchesKey", () => {
+  const metadata = parseDocument(imageMetadataSchema, GO_METADATA, "m");
+  const ref = { app: "myapp", gitTime: "20250721-2118", gitHash: "f7a5a27" };
+
+  it("accepts metadata naming the image its key names, also with a full-length git hash", () => {
+    expect(() => checkMetadataMatchesKey(metadata, ref, "m")).not.toThrow();
+    expect(() => checkMetadataMatchesKey({ ...metadata, git_hash: `f7a5a27${"0".repeat(33)}` }, ref, "m")).not.toThrow();
+  });
+
+  it.each([
+    ["app_name", { app_name: "other" }],
+    ["image_tag", { image_tag: "myapp:20250101-0000-0000000" }],
+    ["git_time", { git_time: "20250101-0000" }],
+    ["git_hash", { git_hash: "0000000" }],
+  ])("refuses metadata whose %s disagrees with its key", (field, change) => {
+    expect(() => checkMetadataMatchesKey({ ...metadata, ...change }, ref, "s3://b/images/myapp/x.json")).toThrow(
+      new IntegrityError(`s3://b/images/myapp/x.json records ${field} ${JSON.stringify(Object.values(change)[0])} but its key names ${JSON.stringify({ app_name: "myapp", image_tag: "myapp:20250721-2118-f7a5a27", git_time: "20250721-2118", git_hash: "f7a5a27" }[field])}: refusing to use it`),
+    );
   });
 });

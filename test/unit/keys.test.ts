@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import {
   appFromPrefix,
+  appOfTarget,
   archivedImageKey,
   archivedTagKey,
   archivePrefix,
@@ -163,5 +164,17 @@ describe("prefix readers", () => {
     expect(nameInPrefix("tags/myapp/", "tags/myapp/.json")).toBeUndefined();
     expect(nameInPrefix("tags/myapp/", "tags/myapp/v1.2.0.txt")).toBeUndefined();
     expect(nameInPrefix("tags/myapp/", "tags/myapp-2/v1.json")).toBeUndefined();
+  });
+});
+
+describe("appOfTarget", () => {
+  it("names the app whose own image or tag a target path is, and nothing for anything else", () => {
+    expect(appOfTarget("image", "images/web-api/202507/web-api-20250721-2118-f7a5a27.tar.gz")).toBe("web-api");
+    expect(appOfTarget("image", "images/web/202507/web-api-20250721-2118-f7a5a27.tar.gz")).toBeUndefined();
+    expect(appOfTarget("image", "images/web/202507/web-20250721-2118-f7a5a27.json")).toBeUndefined();
+    expect(appOfTarget("tag", "tags/web/v1.0.0.json")).toBe("web");
+    expect(appOfTarget("tag", "tags/web/x/v1.0.0.json")).toBeUndefined();
+    expect(appOfTarget("tag", "pointers/web/prod.json")).toBeUndefined();
+    expect(appOfTarget("tag", "images/web/202507/web-20250721-2118-f7a5a27.tar.gz")).toBeUndefined();
   });
 });

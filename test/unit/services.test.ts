@@ -187,6 +187,16 @@ describe("Pusher", () => {
     expect(info.id).toMatch(/^sha256:/);
   });
 
+  it("reads a stored archive without an image ID only up to its recorded size (no decompression bomb)", async () => {
+    await push(REF);
+    const metadata = ctx.store.json(metadataKeyFor(KEY))!;
+    // As the Go tool stores it: nothing records what the image is, so its content is read.
+    delete metadata.image_id;
+    delete metadata.layers;
+    ctx.store.put(metadataKeyFor(KEY), JSON.stringify({ ...metadata, uncompressed_size: 100 }));
+    await expect(push(REF)).rejects.toThrow(/decompresses to more than 100 bytes: refusing to read it/);
+  });
+
   it("uploads again when the metadata exists but the object is gone", async () => {
     await push(REF);
     await ctx.store.delete(KEY);
