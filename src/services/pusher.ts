@@ -48,7 +48,7 @@ export interface ReplacedImage {
   readonly environments: string[];
 }
 
-/** What a stored image, a claim or a local image records of what it is, for storesSameImage. */
+/** What a stored image or a push claim records of what it is, for storesSameImage. */
 type Recorded = Pick<StoredImage, "name" | "key"> & { readonly metadata: Pick<ImageMetadata, "image_id" | "layers"> };
 
 /** A claim older than this belongs to a push that died: another push may take it over. */
@@ -85,6 +85,7 @@ export class Pusher {
         if (same && (await this.objectIntact(existing))) {
           const confirmed = await this.confirmStored(existing, local);
           if (confirmed) return this.finish(name, confirmed.key, confirmed.metadata, { skipped: true, archived: false }, started);
+          if (attempt >= MAX_ATTEMPTS) throw new ConflictError(`${name} keeps being changed while this push confirms it; run push again`);
           continue;
         }
         if (!same && !options.force) {
