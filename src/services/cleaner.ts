@@ -6,7 +6,7 @@
 import pMap from "p-map";
 import { ConflictError } from "../errors.js";
 import { serializeDocument } from "../domain/documents.js";
-import { archivedImageKey, imageKey, imagesPrefix, metadataKeyFor, stagingPrefix } from "../domain/keys.js";
+import { archivedImageKey, imageKey, imagesPrefix, metadataKeyFor, pushClaimsPrefix, stagingPrefix } from "../domain/keys.js";
 import { parseAppName, parseImageRef } from "../domain/names.js";
 import { formatGoTime, formatLocalStamp } from "../domain/time.js";
 import { AuditLog } from "./audit.js";
@@ -53,6 +53,8 @@ export interface RemoteCleanupResult {
   readonly skipped: Skipped[];
   readonly bytes_freed: number;
   readonly stale_uploads: { key: string; initiated: string | undefined }[];
+  /** Staging objects and push claims older than an hour, left by pushes that died. */
+  readonly leftovers: string[];
 }
 
 export interface RemoteCleanupOptions {
@@ -130,10 +132,16 @@ export class Cleaner {
       (upload) => upload.initiated !== undefined && now - upload.initiated.getTime() > STALE_UPLOAD_MS,
     );
     const stale_uploads = staleUploads.map((upload) => ({ key: upload.key, initiated: upload.initiated?.toISOString() }));
+    const leftovers: string[] = [];
+    for (const prefix of [stagingPrefix(app), pushClaimsPrefix(app)]) {
+      for await (const object of store.list(prefix)) {
+        if (object.lastModified !== undefined && now - object.lastModified.getTime() > STALE_UPLOAD_MS) leftovers.push(object.key);
+      }
+    }
     const visible = (c: Candidate): RemoteCandidate => ({ image: c.image, key: c.key, size: c.size, created_at: c.created_at, action: c.action });
     if (!options.yes) {
       const bytes = candidates.filter((c) => c.action === "delete").reduce((sum, c) => sum + c.size, 0);
-      return { app, dry_run: true, candidates: candidates.map(visible), deleted: [], skipped, bytes_freed: bytes, stale_uploads };
+      return { app, dry_run: true, candidates: candidates.map(visible), deleted: [], skipped, bytes_freed: bytes, stale_uploads, leftovers };
     }
 
     const deleted: RemoteCandidate[] = [];
@@ -146,7 +154,11 @@ export class Cleaner {
       this.ctx.logger.info(`aborted the unfinished upload of ${upload.key}`);
     }
     const bytesFreed = deleted.filter((c) => c.action === "delete").reduce((sum, c) => sum + c.size, 0);
-    return { app, dry_run: false, candidates: candidates.map(visible), deleted, skipped, bytes_freed: bytesFreed, stale_uploads };
+    for (const key of leftovers) {
+      await store.delete(key);
+      this.ctx.logger.info(`deleted ${key}, left by a push that died`);
+    }
+    return { app, dry_run: false, candidates: candidates.map(visible), deleted, skipped, bytes_freed: bytesFreed, stale_uploads, leftovers };
   }
 
   /**

@@ -54,8 +54,9 @@ moved to archive/ instead (archive/{app}/{YYYYMM}/…-archived-on-{stamp}-{uniqu
 still restorable by hand. Each candidate is first marked as being deleted (a conditional write on its
 metadata, refused if it changed since the listing), then references are read again, and only then is
 it deleted; a promote or tag racing with it either keeps the image or is taken back. Candidates go in
-batches, each recorded as an audit event when done. Unfinished multipart uploads of crashed pushes
-(older than an hour, by the bucket's clock) are aborted too.
+batches; each removal is recorded in the audit trail as it happens. Unfinished multipart uploads,
+staging objects and push claims that crashed pushes left (older than an hour, by the bucket's
+clock) are removed too.
 `,
     )
     .action(
@@ -73,6 +74,7 @@ batches, each recorded as an audit event when done. Unfinished multipart uploads
         const verb = (action: string) => (result.dry_run ? `would ${action}` : action === "delete" ? "deleted" : "archived");
         const text = listed.map((c) => `${verb(c.action)} ${c.image} (${formatBytes(c.size)})`);
         for (const upload of result.stale_uploads) text.push(`${result.dry_run ? "would abort" : "aborted"} unfinished upload ${upload.key}`);
+        for (const key of result.leftovers) text.push(`${result.dry_run ? "would delete" : "deleted"} ${key} (left by a push that died)`);
         text.push(`${result.dry_run ? "would free" : "freed"} ${formatBytes(result.bytes_freed)}${result.dry_run && listed.length > 0 ? " (dry run: pass --yes to delete)" : ""}`);
         return { data: result, text };
       }),
