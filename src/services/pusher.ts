@@ -10,7 +10,7 @@ import { ConflictError, NotFoundError, S3dockError } from "../errors.js";
 import { parseDocument, pushClaimSchema, serializeDocument, type ImageMetadata, type PushClaim } from "../domain/documents.js";
 import { archivedImageKey, imageKey, metadataKeyFor, pushClaimKey, stagingKey } from "../domain/keys.js";
 import { formatImageRef, parseImageRef, type ImageRef } from "../domain/names.js";
-import { formatGoTime, formatLocalMonth, formatLocalStamp, gitTimeToDate } from "../domain/time.js";
+import { formatGoTime, formatLocalMonth, formatLocalStamp, gitTimeToDate, parseGoTime } from "../domain/time.js";
 import type { ImageInfo } from "../clients/docker.js";
 import { imageIdFromArchive } from "../transfer/archive-manifest.js";
 import { collectionPacer, type GarbageCollector } from "../transfer/collection-pacer.js";
@@ -175,7 +175,7 @@ export class Pusher {
       const held = await store.getText(key);
       if (!held) continue; // released meanwhile
       const other = parseDocument(pushClaimSchema, held.text, store.url(key));
-      const age = clock.now().getTime() - Date.parse(other.claimed_at);
+      const age = clock.now().getTime() - parseGoTime(other.claimed_at);
       const same = await this.storesSameImage({ name, key: "", metadata: { image_id: other.image_id, layers: other.layers } }, local);
       if (!same && !(age > STALE_CLAIM_MS)) {
         throw new ConflictError(
