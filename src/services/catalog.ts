@@ -10,6 +10,7 @@ import {
   type ParsedImageKey,
 } from "../domain/keys.js";
 import { formatImageRef, type ImageRef } from "../domain/names.js";
+import { parseGoTime } from "../domain/time.js";
 import type { ObjectInfo, ObjectStore } from "../clients/object-store.js";
 
 export interface StoredImage {
@@ -35,9 +36,6 @@ export function beingDeleted(image: StoredImage): string {
 /** A mark older than this was left by a cleanup that died: readers ignore it, the next cleanup takes it over. */
 export const STALE_MARK_MS = 60 * 60 * 1000;
 
-/** Go writes up to nine fractional digits; Date.parse takes three. */
-export const parseGoTime = (value: string): number => Date.parse(value.replace(/(\.\d{3})\d+/, "$1"));
-
 export class ImageCatalog {
   constructor(private readonly store: ObjectStore) {}
 
@@ -58,8 +56,8 @@ export class ImageCatalog {
     checkMetadataMatchesKey(metadata, parsed, this.store.url(metadataKey));
     const mark = metadata.deleting;
     const markedForDeletion = mark !== undefined && !(this.store.serverNow().getTime() - parseGoTime(mark.since) > STALE_MARK_MS);
-    return {
-      markedForDeletion, key, metadataKey, month: parsed.month, ref: parsed, name: parsed.ref, metadata, metadataEtag: stored.etag, metadataText: stored.text };
+    const image = { key, metadataKey, month: parsed.month, ref: parsed, name: parsed.ref, metadata, metadataEtag: stored.etag, metadataText: stored.text };
+    return { ...image, markedForDeletion };
   }
 
   /** Looks in every month folder (the Go tool only looks in the current one); the newest month wins. */

@@ -6,7 +6,7 @@
 import pMap from "p-map";
 import { ConflictError } from "../errors.js";
 import { serializeDocument } from "../domain/documents.js";
-import { archivedImageKey, imageKey, imagesPrefix, metadataKeyFor, stagingPrefix } from "../domain/keys.js";
+import { archivedImageKey, imageKey, imagesPrefix, metadataKeyFor, pushClaimsPrefix, stagingPrefix } from "../domain/keys.js";
 import { parseAppName, parseImageRef } from "../domain/names.js";
 import { formatGoTime, formatLocalStamp } from "../domain/time.js";
 import { AuditLog } from "./audit.js";
@@ -18,7 +18,7 @@ import { References, ReferenceScan } from "./references.js";
 
 /** An unfinished multipart upload older than this belongs to a push that died. */
 export const STALE_UPLOAD_MS = 60 * 60 * 1000;
-/** Candidates marked, checked and deleted together; each batch ends with its audit event. */
+/** Candidates marked, then checked against one fresh reading of the references, then deleted. */
 const BATCH_SIZE = 200;
 /** Images marked or deleted at once. */
 const DELETE_CONCURRENCY = 16;
@@ -56,6 +56,8 @@ export interface RemoteCleanupResult {
   readonly stale_uploads: { key: string; initiated: string | undefined }[];
   /** The layers format's blobs no image needs any more (bucket-wide): counted in a dry run, deleted with --yes. */
   readonly blobs: BlobCollection;
+  /** Staging objects and push claims older than an hour, left by pushes that died. */
+  readonly leftovers: string[];
 }
 
 export interface RemoteCleanupOptions {
@@ -135,11 +137,17 @@ export class Cleaner {
       (upload) => upload.initiated !== undefined && now - upload.initiated.getTime() > STALE_UPLOAD_MS,
     );
     const stale_uploads = staleUploads.map((upload) => ({ key: upload.key, initiated: upload.initiated?.toISOString() }));
+    const leftovers: string[] = [];
+    for (const prefix of [stagingPrefix(app), pushClaimsPrefix(app)]) {
+      for await (const object of store.list(prefix)) {
+        if (object.lastModified !== undefined && now - object.lastModified.getTime() > STALE_UPLOAD_MS) leftovers.push(object.key);
+      }
+    }
     const visible = (c: Candidate): RemoteCandidate => ({ image: c.image, key: c.key, size: c.size, created_at: c.created_at, action: c.action });
     if (!options.yes) {
       const bytes = candidates.filter((c) => c.action === "delete").reduce((sum, c) => sum + c.size, 0);
       const blobs = await this.collectBlobs(options);
-      return { app, dry_run: true, candidates: candidates.map(visible), deleted: [], skipped, bytes_freed: bytes, stale_uploads, blobs };
+      return { app, dry_run: true, candidates: candidates.map(visible), deleted: [], skipped, bytes_freed: bytes, stale_uploads, leftovers, blobs };
     }
 
     const deleted: RemoteCandidate[] = [];
@@ -152,8 +160,12 @@ export class Cleaner {
       this.ctx.logger.info(`aborted the unfinished upload of ${upload.key}`);
     }
     const bytesFreed = deleted.filter((c) => c.action === "delete").reduce((sum, c) => sum + c.size, 0);
+    for (const key of leftovers) {
+      await store.delete(key);
+      this.ctx.logger.info(`deleted ${key}, left by a push that died`);
+    }
     const blobs = await this.collectBlobs(options);
-    return { app, dry_run: false, candidates: candidates.map(visible), deleted, skipped, bytes_freed: bytesFreed, stale_uploads, blobs };
+    return { app, dry_run: false, candidates: candidates.map(visible), deleted, skipped, bytes_freed: bytesFreed, stale_uploads, leftovers, blobs };
   }
 
   private collectBlobs(options: RemoteCleanupOptions): Promise<BlobCollection> {
@@ -166,8 +178,8 @@ export class Cleaner {
    * since is left alone. 2: only then look for references again. A tag or pointer written before
    * a mark is found here, and the image is unmarked and kept; one written after it is taken back by
    * its writer, which checks the image afterwards (ImageCatalog.whyGone). 3: delete the object, then
-   * the metadata, each image only while its metadata is still our mark. 4: one audit event for the
-   * batch, so an interrupted run has recorded what it deleted so far.
+   * the metadata, each image only while its metadata is still our mark, and record it in the audit
+   * trail at once. Marking in batches means the references are read once per batch, not per image.
    */
   private async removeBatch(app: string, batch: Candidate[], scan: ReferenceScan, skipped: Skipped[]): Promise<RemoteCandidate[]> {
     const { store, logger, clock, uniqueId, user } = this.ctx;
@@ -198,21 +210,23 @@ export class Cleaner {
             return [];
           }
           const done = await this.remove(mark);
+          if (done) await this.recordRemoval(app, done);
           return done ? [done] : [];
         },
         { concurrency: DELETE_CONCURRENCY },
       )
     ).flat();
-    const first = removed[0];
-    if (first) {
-      const { gitHash, gitTime } = parseImageRef(first.image);
-      await this.audit.record("cleanup", { app, gitHash, gitTime }, {
-        deleted: removed.filter((c) => c.action === "delete").map((c) => c.image),
-        archived: removed.filter((c) => c.action === "archive").map((c) => c.image),
-        bytes_freed: removed.filter((c) => c.action === "delete").reduce((sum, c) => sum + c.size, 0),
-      });
-    }
     return removed.map((c) => ({ image: c.image, key: c.key, size: c.size, created_at: c.created_at, action: c.action, ...(c.archive_key ? { archive_key: c.archive_key } : {}) }));
+  }
+
+  /** One audit event per image, as soon as it is gone: an interrupted run has recorded what it removed. */
+  private async recordRemoval(app: string, removed: Candidate): Promise<void> {
+    const { gitHash, gitTime } = parseImageRef(removed.image);
+    await this.audit.record("cleanup", { app, gitHash, gitTime }, {
+      deleted: removed.action === "delete" ? [removed.image] : [],
+      archived: removed.action === "archive" ? [removed.image] : [],
+      bytes_freed: removed.action === "delete" ? removed.size : 0,
+    });
   }
 
   /** Marks the candidate's metadata (If-Match on the listed ETag); a string says why it is left alone. */

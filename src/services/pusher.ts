@@ -18,7 +18,7 @@ import type { StorageFormat } from "../domain/config.js";
 import { BlobStore } from "../storage/blob-store.js";
 import { goStandIn, LayerLayout } from "../storage/layer-layout.js";
 import { LayerGuessMissed, pushLayers, type LayerPushResult } from "../transfer/layer-push.js";
-import { formatGoTime, formatLocalMonth, formatLocalStamp, gitTimeToDate } from "../domain/time.js";
+import { formatGoTime, formatLocalMonth, formatLocalStamp, gitTimeToDate, parseGoTime } from "../domain/time.js";
 import type { ImageInfo } from "../clients/docker.js";
 import { configDigestOfManifest, identityFromArchive } from "../transfer/archive-manifest.js";
 import { limitBytes } from "../transfer/byte-limit.js";
@@ -114,6 +114,7 @@ export class Pusher {
         if (same && (await this.objectIntact(existing))) {
           const confirmed = await this.confirmStored(existing);
           if (confirmed) return this.finish(name, confirmed.key, confirmed.metadata, { skipped: true, archived: false, uploaded: NOTHING_UPLOADED }, started);
+          if (attempt >= MAX_ATTEMPTS) throw new ConflictError(`${name} keeps being changed while this push confirms it; run push again`);
           continue;
         }
         if (!same && !options.force) {
@@ -212,7 +213,7 @@ export class Pusher {
       const held = await store.getText(key);
       if (!held) continue; // released meanwhile
       const other = parseDocument(pushClaimSchema, held.text, store.url(key));
-      const age = clock.now().getTime() - Date.parse(other.claimed_at);
+      const age = clock.now().getTime() - parseGoTime(other.claimed_at);
       const same = await this.storesSameImage({ name, key: "", metadata: { image_id: other.image_id, layers: other.layers, image_created: other.image_created as string | undefined } }, local);
       if (!same && !(age > STALE_CLAIM_MS)) {
         throw new ConflictError(

@@ -1,8 +1,8 @@
 /** Version tags and environment pointers: reading them and following them to the image they name. */
+import pMap from "p-map";
 import type { ObjectStore } from "../clients/object-store.js";
 import { ConflictError, IntegrityError, NotFoundError } from "../errors.js";
 import { parseDocument, pointerSchema, type PointerDocument } from "../domain/documents.js";
-import pMap from "p-map";
 import { appOfTarget, nameInPrefix, parseImageKey, pointerKey, pointersPrefix, tagKey, tagsPrefix } from "../domain/keys.js";
 import { versionSpellings } from "../domain/names.js";
 import type { ImageCatalog, StoredImage } from "./catalog.js";

@@ -376,7 +376,7 @@ export interface SyntheticImage {
  * Stores an object and its metadata the way a finished push leaves them, without Docker: tag,
  * promote and cleanup only need the stored pair, so many distinct images cost nothing.
  */
-export async function storeSyntheticImage(bucket: string, app: string, index: number, month = "202501"): Promise<SyntheticImage> {
+export async function storeSyntheticImage(bucket: string, app: string, index: number, month = "202501", createdAt = "2025-01-01T00:00:00Z"): Promise<SyntheticImage> {
   const gitTime = `20250101-${String(Math.floor(index / 60) % 24).padStart(2, "0")}${String(index % 60).padStart(2, "0")}`;
   const gitHash = randomBytes(4).toString("hex").slice(0, 7);
   const name = `${app}:${gitTime}-${gitHash}`;
@@ -386,7 +386,7 @@ export async function storeSyntheticImage(bucket: string, app: string, index: nu
   const metadata = {
     checksum: createHash("md5").update(body).digest("hex"),
     size: body.length,
-    created_at: "2025-01-01T00:00:00Z",
+    created_at: createdAt,
     git_hash: gitHash,
     git_time: gitTime,
     image_tag: name,

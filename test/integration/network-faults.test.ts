@@ -73,6 +73,14 @@ describe("a server that stops sending mid-body", () => {
     expect(Date.now() - started).toBeLessThan(HANG_MS / 2);
   });
 
+  it("a stalled listing is requested again", async () => {
+    proxy.setRules([{ match: (r) => r.method === "GET" && r.key === "" && r.query.get("prefix") === `tags/${APP}/`, action: { kind: "stall-body", bytes: 20 } }]);
+    const result = await run(["list", "tags", APP]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toContain(`v1.0.0 -> ${image.name}`);
+    expect(proxy.fired).toEqual([1]);
+  });
+
   it("a stalled metadata GET (tag) is read again, and the tag is written", async () => {
     proxy.setRules([{ match: on("GET", image.metadataKey), action: { kind: "stall-body", bytes: 1 } }]);
     const result = await run(["tag", image.name, "v1.0.1"]);
@@ -169,6 +177,19 @@ describe("a stalled range of a pull", () => {
   afterAll(() => {
     removeAppImages(PULL_APP);
     if (repo) removeDir(repo.dir);
+  });
+
+  it("push: the metadata write's answer is lost; the push reports it stored, not skipped, and audits it", async () => {
+    repo.commit("www/index.html", "lost answer\n");
+    const next = await buildImage(PULL_APP, repo, cliEnv(bucket));
+    proxy.setRules([{ match: on("PUT", new RegExp(`^images/${PULL_APP}/.*\\.json$`)), action: { kind: "drop-response" } }]);
+    const result = await json(["push", next]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.doc.data).toMatchObject({ image_ref: next, skipped: false });
+    expect(proxy.fired).toEqual([1]);
+    const events = (await auditEvents(bucket, PULL_APP, "push")).filter((event) => event.details.image_reference === next);
+    expect(events).toHaveLength(1);
+    expect(events[0]!.details.was_skipped).toBeUndefined();
   });
 
   it("times out on the idle range, downloads it again, and loads the verified image", async () => {

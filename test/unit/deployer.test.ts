@@ -315,7 +315,8 @@ describe("Cleaner.remote", () => {
     expect(real.deleted.map((c) => c.image)).toEqual([BAD, V2, V1]);
     expect(String(await attempt)).toMatch(/being deleted by cleanup remote/);
     expect(ctx.store.objects.has("pointers/shop/production.json")).toBe(false);
-    expect(ctx.store.keys("audit/").filter((key) => key.includes("-cleanup-"))).toHaveLength(1);
+    // One audit event per deleted image, written as each goes.
+    expect(ctx.store.keys("audit/").filter((key) => key.includes("-cleanup-"))).toHaveLength(3);
   });
 
   it("an image pushed again (skipped) after the listing is left alone", async () => {
@@ -335,5 +336,20 @@ describe("Cleaner.remote", () => {
     const real = await cleaner.remote("shop", { olderThanMs: 0, keep: 0, yes: true });
     expect(real.deleted.map((c) => c.image)).toEqual([BAD, V1]);
     expect(real.skipped).toContainEqual({ image: V2, reason: "changed since the listing (pushed again?)" });
+  });
+
+  it("removes staging objects and push claims older than an hour, by the bucket's clock", async () => {
+    const cleaner = await pushAll();
+    ctx.store.put(".s3dock/staging/shop/shop-20250101-0000-abcdef0-u1.tar.gz", "partial");
+    ctx.store.put(".s3dock/push-claims/shop/shop-20250101-0000-abcdef0.json", "{}");
+    const dry = await cleaner.remote("shop", { olderThanMs: 365 * 86_400_000, keep: 0, yes: false });
+    expect(dry.leftovers.sort()).toEqual([".s3dock/push-claims/shop/shop-20250101-0000-abcdef0.json", ".s3dock/staging/shop/shop-20250101-0000-abcdef0-u1.tar.gz"]);
+    expect(ctx.store.keys(".s3dock/")).toHaveLength(2);
+    await cleaner.remote("shop", { olderThanMs: 365 * 86_400_000, keep: 0, yes: true });
+    expect(ctx.store.keys(".s3dock/")).toEqual([]);
+    // A fresh one belongs to a push under way.
+    ctx.clock.current = new Date(Date.UTC(2025, 0, 1));
+    ctx.store.put(".s3dock/staging/shop/shop-20250101-0000-abcdef0-u2.tar.gz", "partial");
+    expect((await cleaner.remote("shop", { olderThanMs: 0, keep: 0, yes: false })).leftovers).toEqual([]);
   });
 });

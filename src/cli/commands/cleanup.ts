@@ -55,10 +55,11 @@ moved to archive/ instead (archive/{app}/{YYYYMM}/…-archived-on-{stamp}-{uniqu
 still restorable by hand. Each candidate is first marked as being deleted (a conditional write on its
 metadata, refused if it changed since the listing), then references are read again, and only then is
 it deleted; a promote or tag racing with it either keeps the image or is taken back. Candidates go in
-batches, each recorded as an audit event when done. Unfinished multipart uploads of crashed pushes
-(older than an hour, by the bucket's clock) are aborted too. Then the layers format's blobs (shared by
-every app in the bucket) that no image's metadata, stored or archived, and no push under way needs,
-and that are older than --blob-grace, are deleted.
+batches; each removal is recorded in the audit trail as it happens. Unfinished multipart uploads,
+staging objects and push claims that crashed pushes left (older than an hour, by the bucket's
+clock) are removed too. Then the layers format's blobs (shared by every app in the bucket) that no
+image's metadata, stored or archived, and no push under way needs, and that are older than
+--blob-grace, are deleted.
 `,
     )
     .action(
@@ -77,6 +78,7 @@ and that are older than --blob-grace, are deleted.
         const verb = (action: string) => (result.dry_run ? `would ${action}` : action === "delete" ? "deleted" : "archived");
         const text = listed.map((c) => `${verb(c.action)} ${c.image} (${formatBytes(c.size)})`);
         for (const upload of result.stale_uploads) text.push(`${result.dry_run ? "would abort" : "aborted"} unfinished upload ${upload.key}`);
+        for (const key of result.leftovers) text.push(`${result.dry_run ? "would delete" : "deleted"} ${key} (left by a push that died)`);
         const { blobs } = result;
         if (blobs.candidates > 0) text.push(`${result.dry_run ? "would delete" : "deleted"} ${result.dry_run ? blobs.candidates : blobs.deleted} blobs no image needs (${formatBytes(blobs.bytes_freed)})`);
         const total = result.bytes_freed + blobs.bytes_freed;
