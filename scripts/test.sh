@@ -32,7 +32,7 @@ run() {
 
 # Files that test the bucket protocol (faults, races, crashes, configuration, secrets) rather than
 # what an engine does with an image: they run against the first engine only.
-bucket_only="config-input secrets network-faults cleanup-races push-races listing faults crash concurrency"
+bucket_only="config-input secrets network-faults cleanup-races cleanup-scale clock-skew push-races listing faults crash concurrency"
 
 run unit --project unit "$@"
 count=0
