@@ -13,6 +13,7 @@ import {
   cliEnv,
   createAppRepo,
   createBucket,
+  createNetwork,
   deleteBucket,
   docker,
   errorLines,
@@ -66,7 +67,7 @@ beforeAll(async () => {
   configFile = join(repo.dir, "..", `${base}.json5`);
   const settings = JSON.stringify({ port: 8080, network, drain_seconds: 0, stop_timeout_seconds: 1 });
   writeFileSync(configFile, `{ deploy: { apps: { "${appA}": ${settings}, "${appB}": ${settings} } } }`);
-  docker(["network", "create", network]);
+  createNetwork(network);
 }, 300_000);
 
 afterAll(async () => {
