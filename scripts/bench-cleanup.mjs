@@ -87,7 +87,7 @@ async function main() {
   try {
     const objects = seedObjects();
     log(`seeding ${IMAGES} images and ${TAGS} tags (${objects.length} objects) into ${bucket}`);
-    let started = Date.now();
+    const started = Date.now();
     await putAll(objects);
     log(`seeded in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     const args = ["cleanup", "remote", APP, "--older-than", "0s", "--keep", "0"];

@@ -289,6 +289,14 @@ describe("resolveConfig", () => {
   it("an invalid docker.timeout is a ConfigError", () => {
     expect(() => resolveWith({ text: '{ docker: { timeout: "soon" } }' })).toThrow(ConfigError);
   });
+
+  it("transfer.idle_timeout: 30 s by default, a duration or seconds, never shorter than 100 ms", () => {
+    expect(resolveWith({}).idleTimeoutMs).toBe(30_000);
+    expect(resolveWith({ text: '{ transfer: { idle_timeout: "2m" } }' }).idleTimeoutMs).toBe(120_000);
+    expect(resolveWith({ text: "{ transfer: { idle_timeout: 5 } }" }).idleTimeoutMs).toBe(5_000);
+    expect(() => resolveWith({ text: '{ transfer: { idle_timeout: "10ms" } }' })).toThrow(/transfer\.idle_timeout: .* too short/);
+    expect(() => resolveWith({ text: '{ transfer: { idle_timeout: "later" } }' })).toThrow(ConfigError);
+  });
 });
 
 describe("parseDuration", () => {
