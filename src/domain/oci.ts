@@ -46,8 +46,11 @@ export type ImageConfig = z.infer<typeof imageConfigSchema>;
 export const layerDocumentSchema = z.looseObject({
   diff_id: digest,
   blob: descriptorSchema,
-  /** The uncompressed tar's length: a layer in a Docker 20.10 export is recognised by it before it is read. */
-  uncompressed_size: z.number().int().nonnegative(),
+  /**
+   * The uncompressed tar's length: a layer in a Docker 20.10 export is recognised by it before it is
+   * read. Unknown for a gzip layer stored as the containerd store exported it.
+   */
+  uncompressed_size: z.number().int().nonnegative().optional(),
 });
 export type LayerDocument = z.infer<typeof layerDocumentSchema>;
 

@@ -61,9 +61,9 @@ export class LayerLayout {
     const manifestBlob = await this.blobs.putBytes(manifest);
     await Promise.all(
       layers
-        .filter((layer) => layer.uploaded && layer.uncompressedSize !== undefined)
+        .filter((layer) => layer.uploaded)
         .map(async (layer) => {
-          const document: LayerDocument = { diff_id: layer.diffId, blob: layer.blob, uncompressed_size: layer.uncompressedSize! };
+          const document: LayerDocument = { diff_id: layer.diffId, blob: layer.blob, uncompressed_size: layer.uncompressedSize };
           // Another push may have stored the same layer with other gzip bytes: both blobs are valid, the first document stays.
           await this.objects.putText(layerKey(layer.diffId), serializeDocument(document), { ifNoneMatch: true }).catch((error: unknown) => {
             if (!(error instanceof ConflictError)) throw error;
