@@ -33,7 +33,7 @@ describe.each([
     const result = await cli(["--help"], env);
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout).toMatch(/^Usage: s3dock /);
-    expect(result.stdout).toMatch(/^ {2}push <image> /m);
+    expect(result.stdout).toMatch(/^ {2}push (\[options\] )?<image> /m);
   });
 
   it("reports the version, commit and build date of the bundle it was made from", async () => {
