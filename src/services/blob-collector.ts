@@ -9,9 +9,9 @@
 import pMap from "p-map";
 import { blobKey, BLOB_UPLOADS_PREFIX, BLOBS_PREFIX, digestFromBlobKey, LAYERS_PREFIX, layerKey, PUSH_CLAIMS_PREFIX } from "../domain/keys.js";
 import { tryParseJson } from "../domain/documents.js";
-import { layerDocumentSchema, manifestSchema } from "../domain/oci.js";
+import { layerDocumentSchema } from "../domain/oci.js";
 import { OperationError } from "../errors.js";
-import { BlobStore } from "../storage/blob-store.js";
+import { LayerLayout } from "../storage/layer-layout.js";
 import type { ServiceContext } from "./context.js";
 
 export const DEFAULT_BLOB_GRACE_MS = 24 * 60 * 60 * 1000;
@@ -25,10 +25,10 @@ export interface BlobCollection {
 }
 
 export class BlobCollector {
-  private readonly blobs: BlobStore;
+  private readonly layout: LayerLayout;
 
   constructor(private readonly ctx: ServiceContext) {
-    this.blobs = new BlobStore(ctx.store, { partSizeBytes: ctx.transfer.partSizeBytes, concurrency: ctx.transfer.concurrency });
+    this.layout = LayerLayout.over(ctx.store, ctx.transfer);
   }
 
   async collect(options: { yes: boolean; graceMs: number }): Promise<BlobCollection> {
@@ -106,11 +106,7 @@ export class BlobCollector {
       manifests,
       async (digest) => {
         marked.add(digest);
-        const bytes = await this.blobs.getBytes(digest).catch(() => undefined); // a missing manifest needs nothing more
-        const parsed = bytes ? manifestSchema.safeParse(tryParseJson(bytes.toString("utf8"))) : undefined;
-        if (!parsed?.success) return;
-        marked.add(parsed.data.config.digest);
-        for (const layer of parsed.data.layers) marked.add(layer.digest);
+        for (const blob of (await this.layout.blobsOfManifest(digest)) ?? []) marked.add(blob); // a missing manifest needs nothing more
       },
       { concurrency: READ_CONCURRENCY },
     );

@@ -12,9 +12,7 @@ import { renameArchive } from "../transfer/archive-names.js";
 import { BufferPool, handedOver, pooledChunks, writeChunks } from "../transfer/buffer-pool.js";
 import { limitBytes } from "../transfer/byte-limit.js";
 import { ThreadedDigester } from "../transfer/digest.js";
-import { tryParseJson } from "../domain/documents.js";
-import { chainIds, manifestSchema, type Descriptor } from "../domain/oci.js";
-import { BlobStore } from "../storage/blob-store.js";
+import { chainIds, type Descriptor } from "../domain/oci.js";
 import { LayerLayout, LAYERS_FORMAT } from "../storage/layer-layout.js";
 import { loadArchive } from "../transfer/layer-pull.js";
 import { holdBack } from "../transfer/hold-back.js";
@@ -118,7 +116,7 @@ export class Puller {
    */
   private async loadLayers(image: StoredImage): Promise<void> {
     const { store, docker, transfer, retryCount, logger, progress } = this.ctx;
-    const layout = new LayerLayout(store, new BlobStore(store, { partSizeBytes: transfer.partSizeBytes, concurrency: transfer.concurrency }));
+    const layout = LayerLayout.over(store, transfer);
     const { manifest, config } = await layout.open(image.metadata);
     const layers = manifest.parsed.layers;
     const omit = await this.layersTheEngineHas(layout, layers, image.metadata.layers ?? []);
@@ -161,11 +159,8 @@ export class Puller {
     let held: Set<string> | undefined;
     if (kind === "containerd") {
       held = new Set();
-      for (const digest of local.manifestDigests) {
-        const bytes = await layout.blobs.getBytes(digest).catch(() => undefined); // not an image from this bucket
-        const parsed = bytes ? manifestSchema.safeParse(tryParseJson(bytes.toString("utf8"))) : undefined;
-        for (const layer of parsed?.success ? parsed.data.layers : []) held.add(layer.digest);
-      }
+      // A local image whose manifest is not a blob here did not come from this bucket.
+      for (const digest of local.manifestDigests) for (const blob of (await layout.blobsOfManifest(digest)) ?? []) held.add(blob);
     }
     // A chain ID names the whole stack below it: the engine has every layer up to the highest chain it holds.
     const top = chains.findLastIndex((chain) => local.chainIds.has(chain));

@@ -15,7 +15,6 @@ import { formatImageRef, parseImageRef, type ImageRef } from "../domain/names.js
 import { sameImage, storedIdentity } from "../domain/image-identity.js";
 import { sha256Digest } from "../domain/oci.js";
 import type { StorageFormat } from "../domain/config.js";
-import { BlobStore } from "../storage/blob-store.js";
 import { goStandIn, LayerLayout } from "../storage/layer-layout.js";
 import { LayerGuessMissed, pushLayers, type LayerPushResult } from "../transfer/layer-push.js";
 import { formatGoTime, formatLocalMonth, formatLocalStamp, gitTimeToDate, parseGoTime } from "../domain/time.js";
@@ -316,7 +315,7 @@ export class Pusher {
 
   private layerLayout(): LayerLayout {
     const { store, transfer } = this.ctx;
-    return new LayerLayout(store, new BlobStore(store, { partSizeBytes: transfer.partSizeBytes, concurrency: transfer.concurrency }));
+    return LayerLayout.over(store, transfer);
   }
 
   /**

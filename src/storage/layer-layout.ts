@@ -14,7 +14,8 @@ import { serializeDocument, tryParseJson, type ImageMetadata } from "../domain/d
 import { layerKey } from "../domain/keys.js";
 import { imageConfigSchema, layerDocumentSchema, manifestJson, manifestSchema, MEDIA_TYPES, type Descriptor, type LayerDocument, type Manifest } from "../domain/oci.js";
 import type { PushedLayer } from "../transfer/layer-push.js";
-import type { BlobStore } from "./blob-store.js";
+import type { TransferSettings } from "../domain/config.js";
+import { BlobStore } from "./blob-store.js";
 
 export const LAYERS_FORMAT = "layers";
 
@@ -39,6 +40,18 @@ export class LayerLayout {
     private readonly objects: ObjectStore,
     readonly blobs: BlobStore,
   ) {}
+
+  /** Over a bucket, its blob uploads tuned by the transfer settings. */
+  static over(objects: ObjectStore, transfer: Pick<TransferSettings, "partSizeBytes" | "concurrency">): LayerLayout {
+    return new LayerLayout(objects, new BlobStore(objects, { partSizeBytes: transfer.partSizeBytes, concurrency: transfer.concurrency }));
+  }
+
+  /** The config and layer blobs a stored manifest names, or undefined when there is no such manifest here (or it is unreadable). */
+  async blobsOfManifest(digest: string): Promise<string[] | undefined> {
+    const bytes = await this.blobs.getBytes(digest).catch(() => undefined);
+    const parsed = bytes ? manifestSchema.safeParse(tryParseJson(bytes.toString("utf8"))) : undefined;
+    return parsed?.success ? [parsed.data.config.digest, ...parsed.data.layers.map((layer) => layer.digest)] : undefined;
+  }
 
   /** The layers the bucket has (a document and its blob), by diff ID. */
   async storedLayers(diffIds: readonly string[]): Promise<Map<string, LayerDocument>> {
